@@ -1,0 +1,57 @@
+"""Command line: `python launch.py --space mae_sizes.yaml [--set key=value ...] [--dry-run]`.
+
+Parses arguments, loads and checks the spec, then hands over to trainables.search. Every
+input problem ends here as one line on stderr and exit status 2, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainables.spec import SpecError, load_spec
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Hyperparameter search for PyTorch models on Ray Tune.")
+    parser.add_argument("--space", required=True, help="a YAML in search_spaces/ (by name) or a path to one")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a spec value, e.g. --set budget.trials=4 (repeatable)")
+    parser.add_argument("--out", type=Path, help="output folder (default: results/<experiment>)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the spec and the data, print a preview, and exit without starting Ray")
+    parser.add_argument("--resume", action="store_true", help="continue the search already in the output folder")
+    parser.add_argument("--mlflow-uri", help="an MLflow tracking server (default: a local store in the output folder)")
+    parser.add_argument("--address", help="an existing Ray cluster (default: an embedded local one)")
+    parser.add_argument("--quiet", action="store_true", help="no live progress table")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec, spec_path = load_spec(args.space, args.overrides)
+        where = spec_path.name
+        from trainables import preflight
+
+        preflight.check_data_and_model(spec, where)
+        out_dir = args.out or preflight.default_out_dir(spec)
+        if args.dry_run:
+            print(preflight.dry_run_report(spec, out_dir))
+            return 0
+        resumed = preflight.prepare_output(spec, out_dir, args.resume)
+        from trainables.search import SearchOptions, run_search
+
+        summary = run_search(spec, SearchOptions(out_dir=out_dir, mlflow_uri=args.mlflow_uri, address=args.address,
+                                                 resumed=resumed, verbose=0 if args.quiet else 1))
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0 if summary["best"] is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

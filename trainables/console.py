@@ -1,0 +1,61 @@
+"""What the user reads in the terminal: where to watch the search, and the final table."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from trainables.spec import SearchSpec
+from trainables.summary import TrialSummary
+
+
+def ray_banner(context: Any, cluster: dict[str, float], concurrency: int, gpus: bool) -> str:
+    url = getattr(context, "dashboard_url", None)
+    lines = [f"Ray cluster: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU; "
+             f"up to {concurrency} trial(s) at once{'' if gpus else ' (no GPU: training on CPU)'}."]
+    if url:
+        lines.append(f"Ray dashboard: http://{url}  (token authentication is on: print the token with "
+                     f"`ray get-auth-token` and paste it when the page asks)")
+    else:
+        lines.append("Ray dashboard: not running (install ray[default] to get it)")
+    return "\n".join(lines)
+
+
+def print_trials(trials: list[TrialSummary], best: TrialSummary | None, spec: SearchSpec, seconds: float,
+                 summary_path: Path, best_dir: Path | None) -> str:
+    """The end-of-search table (as text, so tests and logs get exactly what the user saw)."""
+    params = list(spec.search)
+    table = Table(title=f"{spec.experiment}: {len(trials)} trials in {seconds / 60:.1f} min "
+                        f"({spec.metric}, {spec.mode})")
+    for column in ["trial", "status", "epochs", f"best {spec.metric}", "at epoch", *[p.split(".")[-1] for p in params]]:
+        table.add_column(column, overflow="fold")
+    for trial in trials:
+        marker = " *" if best is not None and trial.trial_id == best.trial_id else ""
+        table.add_row(
+            trial.trial_id + marker,
+            trial.status if trial.status != "failed" else f"failed: {trial.reason[:60]}",
+            str(trial.epochs),
+            "-" if trial.best_value is None else f"{trial.best_value:.5g}",
+            "-" if trial.best_epoch is None else str(trial.best_epoch),
+            *[_short(trial.config.get(p)) for p in params],
+        )
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=160, force_terminal=False)
+    console.print(table)
+    if best is not None:
+        console.print(f"Best trial: {best.trial_id}  {spec.metric}={best.best_value:.5g} at epoch {best.best_epoch}")
+        console.print(f"Best checkpoint: {best_dir}  (load it with trainables.load_model({str(best_dir)!r}))")
+    else:
+        console.print("No trial produced a checkpoint: see the failures above.")
+    console.print(f"Summary: {summary_path}")
+    return buffer.getvalue().rstrip()
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "-" if value is None else str(value)

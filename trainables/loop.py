@@ -1,0 +1,272 @@
+"""The one training loop, for every registered model, on one worker.
+
+It knows models only through their contract (``model(batch)["loss"]`` and
+``model.validation_metrics(batch, generator)``) and Ray only through a ``Session``: the
+trial driver hands it a session that reports to Tune directly (one worker, in the trial
+process) or to Ray Train (DDP workers under ``TorchTrainer``). Once per epoch it reports
+train and validation metrics, with a checkpoint written by rank 0.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from data import build_datasets
+from models import create_model
+from trainables.checkpoints import load_state, save_checkpoint
+from trainables.spec import SearchSpec, TrainingSpec
+
+# Fixed seed for validation masking/noise: the same weights give the same validation score,
+# so an exported checkpoint reproduces the number recorded for it.
+VALIDATION_SEED = 1234
+
+
+class Session(Protocol):
+    """What the loop needs from Ray (see trainables/driver.py for the two implementations)."""
+
+    rank: int
+    world_size: int
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
+
+    def restored_checkpoint_dir(self) -> Path | None: ...
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: retrying from a checkpoint would diverge again."""
+
+
+@dataclass
+class EpochResult:
+    train: dict[str, float]
+    val: dict[str, float]
+    samples: int
+    seconds: float
+
+
+def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
+    """Train ``spec`` to its epoch budget (or until stopped), reporting once per epoch."""
+    cfg = spec.training
+    torch.manual_seed(cfg.seed + session.rank)
+    torch.set_num_threads(max(1, int(cpus)))
+    device = _device(session)
+
+    train_set, val_set, _ = build_datasets(spec.data)
+    train_loader, val_loader = _loaders(train_set, val_set, spec, session)
+    model = create_model(spec.model.name, **spec.model.args).to(device)
+    wrapped = _wrap_ddp(model, session, device)
+    steps_per_epoch = _steps_per_epoch(len(train_loader), cfg)
+    optimizer = _optimizer(model, cfg)
+    scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+
+    start_epoch, best_value, epochs_since_best = 1, None, 0
+    restored = session.restored_checkpoint_dir()
+    if restored is not None:
+        state = load_state(restored, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"] + 1
+        best_value, epochs_since_best = state["best_value"], state["epochs_since_best"]
+
+    metric = spec.metric
+    sign = 1.0 if spec.mode == "min" else -1.0
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        result = _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg,
+                            steps_per_epoch, device, epoch)
+        metrics = {f"train_{k}": v for k, v in result.train.items()}
+        metrics.update({f"val_{k}": v for k, v in result.val.items()})
+        if metric not in metrics:
+            raise KeyError(f"metric {metric!r} is not reported by model {spec.model.name!r}; "
+                           f"reported: {', '.join(sorted(metrics))}")
+        value = metrics[metric]
+        if best_value is None or sign * value < sign * best_value:
+            best_value, epochs_since_best = value, 0
+        else:
+            epochs_since_best += 1
+        patience_hit = cfg.early_stopping_patience is not None and epochs_since_best >= cfg.early_stopping_patience
+        finished = epoch == cfg.epochs or patience_hit
+        metrics.update(
+            epoch=epoch,
+            lr=optimizer.param_groups[0]["lr"],
+            best_value=best_value,
+            samples_per_s=result.samples * session.world_size / max(result.seconds, 1e-9),
+            epoch_time_s=result.seconds,
+            # `finished` tells the searcher and the tracker that this trial ended on its own
+            # terms (full budget or patience) rather than being stopped by ASHA.
+            finished=finished,
+            stop_reason="patience" if patience_hit and epoch < cfg.epochs else ("budget" if finished else ""),
+        )
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "metrics": metrics,
+            "best_value": best_value,
+            "epochs_since_best": epochs_since_best,
+        }
+        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+            checkpoint_dir = None
+            if session.rank == 0:
+                checkpoint_dir = save_checkpoint(Path(tmp), state, spec.model_dump(mode="json"))
+            session.report(metrics, checkpoint_dir)
+        if finished:
+            return
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Sample-weighted mean of the model's validation metrics, averaged across DDP ranks."""
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(VALIDATION_SEED)
+    totals: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), device=device, dtype=torch.float64)
+    with torch.no_grad():
+        for batch in loader:
+            batch = _to_device(batch, device)
+            n = _batch_size(batch)
+            for key, value in model.validation_metrics(batch, generator=generator).items():
+                totals[key] = totals.get(key, 0) + value.detach().double() * n
+            count += n
+    keys = sorted(totals)
+    packed = torch.stack([totals[k] for k in keys] + [count])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(packed)
+    return {k: float(packed[i] / packed[-1]) for i, k in enumerate(keys)}
+
+
+def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg: TrainingSpec,
+               steps_per_epoch: int, device: torch.device, epoch: int) -> EpochResult:
+    wrapped.train()
+    start = time.perf_counter()
+    sums: dict[str, float] = {}
+    micro_batches, samples = 0, 0
+    max_micro = steps_per_epoch * cfg.grad_accum_steps
+    optimizer.zero_grad(set_to_none=True)
+    for batch in train_loader:
+        if micro_batches == max_micro:
+            break
+        batch = _to_device(batch, device)
+        micro_batches += 1
+        is_step = micro_batches % cfg.grad_accum_steps == 0
+        # Skip DDP's gradient all-reduce on accumulation micro-batches.
+        sync = nullcontext() if is_step or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
+        with sync, _autocast(cfg, device):
+            out = wrapped(batch)
+            loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch}, micro-batch {micro_batches}")
+        scaler.scale(loss / cfg.grad_accum_steps).backward()
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        samples += _batch_size(batch)
+        if is_step:
+            if cfg.grad_clip_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+    train = {k: v / max(micro_batches, 1) for k, v in sums.items()}
+    seconds = time.perf_counter() - start
+    val = evaluate(model, val_loader, device)
+    return EpochResult(train=train, val=val, samples=samples, seconds=seconds)
+
+
+def _device(session: Session) -> torch.device:
+    if torch.cuda.is_available():
+        # Ray sets CUDA_VISIBLE_DEVICES per worker; the first visible device is ours.
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def _loaders(train_set: Dataset, val_set: Dataset, spec: SearchSpec, session: Session) -> tuple[DataLoader, DataLoader]:
+    cfg = spec.training
+    workers = spec.data.loader_workers
+    common = dict(batch_size=cfg.batch_size, num_workers=workers, persistent_workers=workers > 0,
+                  pin_memory=torch.cuda.is_available())
+    if session.world_size > 1:
+        train_sampler = DistributedSampler(train_set, num_replicas=session.world_size, rank=session.rank,
+                                           shuffle=True, seed=cfg.seed, drop_last=True)
+        val_sampler = DistributedSampler(val_set, num_replicas=session.world_size, rank=session.rank,
+                                         shuffle=False, drop_last=False)
+        return (DataLoader(train_set, sampler=train_sampler, drop_last=True, **common),
+                DataLoader(val_set, sampler=val_sampler, **common))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return (DataLoader(train_set, shuffle=True, drop_last=len(train_set) >= cfg.batch_size,
+                       generator=generator, **common),
+            DataLoader(val_set, shuffle=False, **common))
+
+
+def _wrap_ddp(model: torch.nn.Module, session: Session, device: torch.device) -> torch.nn.Module:
+    if session.world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _steps_per_epoch(micro_batches: int, cfg: TrainingSpec) -> int:
+    steps = max(1, micro_batches // cfg.grad_accum_steps)
+    return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainingSpec) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm weights (1-D tensors), as in MAE and most ViT recipes.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_cls(groups, lr=cfg.lr)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingSpec, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    decay: Callable[[float], float] = {
+        "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
+        "linear": lambda t: 1.0 - t,
+        "constant": lambda t: 1.0,
+    }[cfg.schedule]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return decay(min(1.0, (step - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _autocast(cfg: TrainingSpec, device: torch.device):
+    if cfg.precision == "fp32":
+        return nullcontext()
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ValueError("training.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _batch_size(batch: dict[str, torch.Tensor]) -> int:
+    return next(v.shape[0] for v in batch.values() if torch.is_tensor(v))

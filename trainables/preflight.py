@@ -1,0 +1,136 @@
+"""Checks and previews that run before Ray starts: data, model-versus-data shapes, the output
+folder, and the ``--dry-run`` report (sampled configurations and parameter counts)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from data import DataError, build_datasets
+from models import create_model
+from trainables.distributions import Choice, Grid
+from trainables.resources import TrialResources, trial_resources
+from trainables.spec import SearchSpec, SpecError, trial_spec
+
+SPEC_FILE = "spec.yaml"
+
+
+def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor]:
+    """Prepare the data (generating synthetic data on first use) and run every model variant
+    the search can sample on the meta device against a real sample's shape. Returns the sample."""
+    try:
+        train_set, _, _ = build_datasets(spec.data)
+        sample = train_set[0]
+    except DataError as exc:
+        raise SpecError(f"{where}: data: {exc}") from None
+    batch = {k: v.unsqueeze(0).to("meta") for k, v in sample.items() if torch.is_tensor(v)}
+    for label, variant in model_variants(spec):
+        try:
+            with torch.device("meta"):
+                model = create_model(variant.model.name, **variant.model.args)
+                model(batch)
+        except (ValueError, RuntimeError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpecError(f"{where}: model{label}: does not fit the data sample "
+                            f"{tuple(next(iter(sample.values())).shape)}: {detail}") from None
+    return sample
+
+
+def model_variants(spec: SearchSpec) -> list[tuple[str, SearchSpec]]:
+    """The spec's model plus one variant per candidate value of each searched model argument."""
+    variants = [("", spec)]
+    for path, dist in spec.search.items():
+        if path.startswith("model."):
+            for value in dist.candidate_values():
+                variants.append((f" ({path}={value!r})", trial_spec(spec, {path: value})))
+    return variants
+
+
+def parameter_counts(spec: SearchSpec) -> list[tuple[str, int]]:
+    """Parameters of the spec's model and of each searched discrete model choice (sizes, say),
+    counted on the meta device (no weights allocated)."""
+    counts = []
+    discrete = [f" ({path}=" for path, dist in spec.search.items() if isinstance(dist, (Choice, Grid))]
+    for label, variant in model_variants(spec):
+        if label and not any(label.startswith(prefix) for prefix in discrete):
+            continue
+        with torch.device("meta"):
+            model = create_model(variant.model.name, **variant.model.args)
+        counts.append((label.strip(" ()") or "as specified", sum(p.numel() for p in model.parameters())))
+    return counts
+
+
+def resource_table(spec: SearchSpec) -> list[tuple[str, TrialResources]]:
+    res = spec.resources
+    if not res.depends_on:
+        return [("every trial", trial_resources(spec, {}, gpus=True))]
+    values = spec.search[res.depends_on].values  # type: ignore[union-attr]
+    return [(f"{res.depends_on}={v}", trial_resources(spec, {res.depends_on: v}, gpus=True)) for v in values]
+
+
+def sample_configs(spec: SearchSpec, count: int) -> list[dict[str, Any]]:
+    """A few configurations drawn from the search space (random draws; TPE starts the same way)."""
+    rng = random.Random(spec.searcher.seed)
+    configs = []
+    for index in range(count):
+        config = {}
+        for path, dist in spec.search.items():
+            if isinstance(dist, Grid):
+                config[path] = dist.values[index % len(dist.values)]
+            else:
+                config[path] = dist.to_tune().sample(random_state=rng.randrange(2**31))
+        configs.append(config)
+    return configs
+
+
+def prepare_output(spec: SearchSpec, out_dir: Path, resume: bool) -> bool:
+    """Make (or reopen) the search's folder; returns True when resuming an earlier search there.
+
+    An existing folder is never written over: it is resumed only with ``resume`` and only if
+    it holds the same spec.
+    """
+    resolved = resolved_yaml(spec)
+    spec_path = out_dir / SPEC_FILE
+    if spec_path.exists():
+        if not resume:
+            raise SpecError(f"{out_dir}: already holds a search; pass --resume to continue it, "
+                            f"or choose another folder with --out")
+        if spec_path.read_text() != resolved:
+            raise SpecError(f"{out_dir}: holds a search with a different spec ({spec_path}); "
+                            f"choose another folder with --out")
+        return True
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(resolved)
+    except OSError as exc:
+        raise SpecError(f"{out_dir}: output folder is not writable ({exc.strerror})") from None
+    return False
+
+
+def resolved_yaml(spec: SearchSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def default_out_dir(spec: SearchSpec) -> Path:
+    return Path("results") / spec.experiment
+
+
+def dry_run_report(spec: SearchSpec, out_dir: Path, samples: int = 3) -> str:
+    lines = ["# Resolved spec", resolved_yaml(spec).rstrip(), "", f"# {samples} sampled configurations"]
+    for index, config in enumerate(sample_configs(spec, samples), 1):
+        lines.append(f"{index}. " + ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()))
+    lines += ["", "# Model parameters (counted on the meta device)"]
+    lines += [f"{label}: {count / 1e6:.2f}M" for label, count in parameter_counts(spec)]
+    lines += ["", "# Resources per trial (GPU figures apply only where the cluster has GPUs)"]
+    lines += [f"{label}: {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU)"
+              for label, r in resource_table(spec)]
+    lines += ["", f"Spec and data are valid. A real run writes to {out_dir}/"]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

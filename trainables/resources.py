@@ -1,0 +1,99 @@
+"""Per-trial resources (which may follow a sampled value) and how many trials fit at once.
+
+A one-worker trial trains inside the Tune trial process, so the trial's own bundle holds the
+worker's CPUs and GPUs. A DDP trial's driver only starts a ``TorchTrainer``, whose worker
+group reserves its own placement group; the driver therefore asks for almost nothing, and
+``max_concurrent_trials`` (computed here) keeps extra drivers from starting and waiting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from trainables.spec import SearchSpec
+
+# A DDP trial driver needs a non-empty bundle (Tune refuses all-zero requests) but must not
+# hold a CPU that its own workers need: 64 MiB of Ray's `memory` resource is a token amount.
+DDP_DRIVER_BUNDLE = {"memory": 64 * 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+    @property
+    def total(self) -> dict[str, float]:
+        return {"CPU": self.workers * self.cpus_per_worker, "GPU": self.workers * self.gpus_per_worker}
+
+
+def use_gpus(spec: SearchSpec, cluster: dict[str, float]) -> bool:
+    """Whether trials ask for GPUs: `auto` means exactly when the cluster has some."""
+    choice = spec.resources.use_gpu
+    return choice == "yes" or (choice == "auto" and cluster.get("GPU", 0) > 0)
+
+
+def trial_resources(spec: SearchSpec, sampled: dict[str, Any], gpus: bool) -> TrialResources:
+    res = spec.resources
+    override = res.per_value.get(str(sampled.get(res.depends_on))) if res.depends_on else None
+    workers = (override and override.workers) or res.workers
+    cpus = (override and override.cpus_per_worker) or res.cpus_per_worker
+    gpu_value = override.gpus_per_worker if override and override.gpus_per_worker is not None else res.gpus_per_worker
+    return TrialResources(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpu_value if gpus else 0.0)
+
+
+def possible_resources(spec: SearchSpec, gpus: bool) -> list[TrialResources]:
+    """Every distinct request a trial of this spec can make."""
+    res = spec.resources
+    values: list[Any] = [None]
+    if res.depends_on:
+        values = list(spec.search[res.depends_on].values)  # type: ignore[union-attr]
+    return sorted({trial_resources(spec, {res.depends_on: v}, gpus) for v in values}, key=repr)
+
+
+def placement_for(spec: SearchSpec, gpus: bool) -> Callable[[dict[str, Any]], Any]:
+    """The callable ``tune.with_resources`` takes: sampled config -> PlacementGroupFactory."""
+
+    def placement(config: dict[str, Any]) -> Any:
+        from ray.tune import PlacementGroupFactory
+
+        request = trial_resources(spec, config, gpus)
+        if request.workers == 1:
+            return PlacementGroupFactory([{"CPU": request.cpus_per_worker, "GPU": request.gpus_per_worker}])
+        return PlacementGroupFactory([DDP_DRIVER_BUNDLE])
+
+    return placement
+
+
+def max_concurrent_trials(spec: SearchSpec, cluster: dict[str, float], gpus: bool) -> int:
+    """What the cluster can run at once for the largest request (at least 1).
+
+    With resources that follow a sampled value this is conservative: the cluster could hold
+    more of the small trials, but never more than this of the large ones.
+    """
+    if spec.budget.max_concurrent:
+        return spec.budget.max_concurrent
+    fits = []
+    for request in possible_resources(spec, gpus):
+        counts = [cluster.get(name, 0) / need for name, need in request.total.items() if need > 0]
+        fits.append(math.floor(min(counts)) if counts else 1)
+    return max(1, min(fits))
+
+
+def unsatisfiable(spec: SearchSpec, cluster_nodes: list[dict[str, float]], gpus: bool) -> str | None:
+    """A reason no trial can ever start (a worker needs more than any node has), else None."""
+    for request in possible_resources(spec, gpus):
+        worker = {"CPU": request.cpus_per_worker, "GPU": request.gpus_per_worker}
+        if not any(all(node.get(k, 0) >= v for k, v in worker.items() if v > 0) for node in cluster_nodes):
+            biggest = max(cluster_nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+            return (f"a worker needs {request.cpus_per_worker:g} CPU and {request.gpus_per_worker:g} GPU, "
+                    f"but the largest node has {biggest.get('CPU', 0):g} CPU and {biggest.get('GPU', 0):g} GPU")
+        total = request.total
+        cluster_total = {k: sum(n.get(k, 0) for n in cluster_nodes) for k in total}
+        if any(cluster_total[k] < v for k, v in total.items() if v > 0):
+            return (f"a trial needs {total['CPU']:g} CPU and {total['GPU']:g} GPU in all, "
+                    f"but the cluster has {cluster_total['CPU']:g} CPU and {cluster_total['GPU']:g} GPU")
+    return None

@@ -1,0 +1,52 @@
+"""The searcher (Optuna TPE or random) and the scheduler (ASHA or none) a spec asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from trainables.spec import SearchSpec
+
+
+class PruneAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about early-stopped trials.
+
+    Ray's OptunaSearch records a trial that ASHA stopped as COMPLETE with its last,
+    low-fidelity score, which TPE then trusts as if it had trained to the full budget. Here
+    such a trial is told as PRUNED (its per-epoch values were already reported as
+    intermediate values, which TPE uses), and a trial that did finish is told its best
+    epoch's value rather than its last.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        if result and not error and not result.get("finished", False):
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return None
+        if result and not error and result.get("best_value") is not None:
+            result = {**result, self.metric: result["best_value"]}
+        return super().on_trial_complete(trial_id, result, error)
+
+
+def build_searcher(spec: SearchSpec) -> Searcher | SearchAlgorithm:
+    if spec.searcher.type == "optuna":
+        sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed, n_startup_trials=spec.searcher.startup_trials)
+        return PruneAwareOptunaSearch(sampler=sampler)
+    return BasicVariantGenerator(random_state=spec.searcher.seed)
+
+
+def build_scheduler(spec: SearchSpec) -> TrialScheduler:
+    if spec.scheduler.type == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=spec.scheduler.time_attr,
+        max_t=spec.max_t,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )

@@ -1,0 +1,326 @@
+"""The search spec: one YAML file, loaded, overridden, validated and resolved before Ray starts.
+
+``load_spec`` is the only way in. Every problem becomes a ``SpecError`` whose message is one
+line: ``<file>: <key.path>: <what was expected>``. The resolved spec (every default filled
+in) is what gets saved next to the results and what each trial starts from.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+from pathlib import Path
+from typing import Any, Literal, get_type_hints
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+)
+
+from data import HyperspectralDataConfig
+from trainables.distributions import DISTRIBUTION_TYPES, Choice, Distribution, Grid
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SEARCH_SPACES_DIR = PROJECT_ROOT / "search_spaces"
+# Paths a search may address; data settings are searchable too (crop size, say).
+SEARCHABLE_SECTIONS = ("model", "training", "data")
+
+
+class SpecError(ValueError):
+    """A bad spec: the message is one line naming the file, the key path and the expectation."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Section):
+    name: str  # a name from models.list_models()
+    args: dict[str, Any] = {}  # keyword arguments for the model factory; checked against its signature
+
+
+class TrainingSpec(_Section):
+    epochs: PositiveInt = 10  # full budget of a trial; ASHA may stop it sooner
+    batch_size: PositiveInt = 16  # per worker; the global batch is batch_size * workers
+    max_steps_per_epoch: PositiveInt | None = None  # cap optimizer steps per epoch (quick CPU runs)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: PositiveFloat = 1e-3  # peak learning rate, reached after warm-up
+    weight_decay: NonNegativeFloat = 0.05
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # sgd only
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # decay after warm-up
+    warmup_epochs: NonNegativeFloat = 0.0  # linear warm-up, fractions allowed
+    grad_accum_steps: PositiveInt = 1  # micro-batches per optimizer step
+    grad_clip_norm: PositiveFloat | None = 1.0  # None turns clipping off
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 needs a GPU
+    early_stopping_patience: PositiveInt | None = None  # epochs without improvement before stopping
+    seed: int = 0
+
+
+class SearcherSpec(_Section):
+    type: Literal["optuna", "random"] = "optuna"  # optuna = TPE
+    seed: int = 0
+    startup_trials: PositiveInt = 5  # random trials before TPE starts modelling (optuna only)
+
+
+class SchedulerSpec(_Section):
+    type: Literal["asha", "none"] = "asha"
+    time_attr: Literal["training_iteration", "time_total_s"] = "training_iteration"  # epochs or seconds
+    grace_period: PositiveInt = 1  # no trial is stopped before this much time_attr
+    reduction_factor: float = Field(default=2.0, gt=1.0)  # keep 1/reduction_factor at each rung
+    max_t: PositiveInt | None = None  # defaults to training.epochs
+
+
+class BudgetSpec(_Section):
+    trials: PositiveInt = 10  # number of sampled configurations (per grid point with grid values)
+    time_limit_minutes: PositiveFloat | None = None  # stop the whole search after this long
+    max_concurrent: PositiveInt | None = None  # default: what the cluster can run at once
+
+
+class ResourceOverride(_Section):
+    workers: PositiveInt | None = None
+    cpus_per_worker: PositiveFloat | None = None
+    gpus_per_worker: NonNegativeFloat | None = None
+
+
+class ResourcesSpec(_Section):
+    workers: PositiveInt = 1  # > 1 trains the trial with DDP under Ray Train's TorchTrainer
+    cpus_per_worker: PositiveFloat = 1.0
+    gpus_per_worker: NonNegativeFloat = 1.0  # fractions share a GPU; used only when use_gpu allows
+    use_gpu: Literal["auto", "yes", "no"] = "auto"  # auto: use GPUs when the cluster has any
+    depends_on: str | None = None  # a searched path with choice/grid values, e.g. model.args.size
+    per_value: dict[str, ResourceOverride] = {}  # value of depends_on -> overrides (others ignored)
+
+
+class SearchSpec(_Section):
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # also the results folder name
+    description: str = ""
+    metric: str = "val_loss"  # reported each epoch; "val_" + a model validation metric
+    mode: Literal["min", "max"] = "min"
+    model: ModelSpec
+    data: HyperspectralDataConfig = HyperspectralDataConfig()
+    training: TrainingSpec = TrainingSpec()
+    search: dict[str, Distribution] = {}  # dotted path -> distribution
+    searcher: SearcherSpec = SearcherSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    budget: BudgetSpec = BudgetSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+
+    @property
+    def max_t(self) -> int:
+        return self.scheduler.max_t or self.training.epochs
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """``mae_sizes.yaml`` finds ``search_spaces/mae_sizes.yaml``; a real path is taken as is."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.resolve()
+    for candidate in (SEARCH_SPACES_DIR / name_or_path, SEARCH_SPACES_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate.resolve()
+    known = ", ".join(sorted(p.name for p in SEARCH_SPACES_DIR.glob("*.yaml")))
+    raise SpecError(f"{name_or_path}: no such file (and not in search_spaces/: {known})")
+
+
+def load_spec(name_or_path: str, overrides: list[str] = ()) -> tuple[SearchSpec, Path]:
+    """Read, override (``key.path=value``) and validate a spec; return it with its file's path."""
+    path = resolve_space_path(name_or_path)
+    where = _display_path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{where}: {line}not valid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: expected a mapping of sections at the top level")
+    for override in overrides:
+        where_override = f"{where} (with --set {override})"
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"{where_override}: expected --set key.path=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise SpecError(f"{where_override}: {key}: the value is not valid YAML") from None
+        set_path(raw, key.strip(), value)
+    label = where if not overrides else f"{where} (with --set {' --set '.join(overrides)})"
+    return validate_spec(raw, label), path
+
+
+def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
+    """Validate a raw spec dict; every failure is a one-line ``SpecError``."""
+    spec = _parse(raw, where)
+    _check_model(spec.model, where, "model")
+    _check_search(spec, raw, where)
+    _check_resources(spec, where)
+    if spec.data.path is not None and not Path(spec.data.path).expanduser().exists():
+        raise SpecError(f"{where}: data.path: no such file or directory: {spec.data.path}")
+    return spec
+
+
+def trial_spec(spec: SearchSpec, sampled: dict[str, Any]) -> SearchSpec:
+    """The spec one trial runs: the resolved spec with the sampled values written in."""
+    raw = spec.model_dump(mode="json")
+    for path, value in sampled.items():
+        set_path(raw, path, value)
+    raw["search"] = {}
+    return SearchSpec.model_validate(raw)
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Write ``value`` at ``a.b.c``; keys that themselves hold dots (search paths) are matched first."""
+    parts = dotted.split(".")
+    node = raw
+    while len(parts) > 1:
+        # The longest prefix naming an existing key wins, so `search.training.lr.low` finds
+        # the `training.lr` entry of `search`.
+        for n in range(len(parts) - 1, 0, -1):
+            key = ".".join(parts[:n])
+            if isinstance(node, dict) and isinstance(node.get(key), dict):
+                node, parts = node[key], parts[n:]
+                break
+        else:
+            if node is raw.get("search"):  # a new search entry: the rest of the path is its key
+                node[".".join(parts)] = value
+                return
+            child = node.setdefault(parts[0], {})
+            if not isinstance(child, dict):
+                raise SpecError(f"{dotted}: {parts[0]} holds a value, not a section")
+            node, parts = child, parts[1:]
+    node[parts[0]] = value
+
+
+def get_path(raw: dict[str, Any], dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _parse(raw: dict[str, Any], where: str) -> SearchSpec:
+    try:
+        return SearchSpec.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = _clean_loc(error["loc"])
+        raise SpecError(f"{where}: {'.'.join(loc) or '(top level)'}: {_explain(error, loc)}") from None
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> list[str]:
+    # pydantic puts the discriminator tag into the location (search.x.loguniform.low); drop it.
+    parts = [str(p) for p in loc]
+    if len(parts) > 2 and parts[0] == "search" and parts[2] in DISTRIBUTION_TYPES:
+        del parts[2]
+    return parts
+
+
+def _explain(error: dict[str, Any], loc: list[str]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return f"unknown key; expected one of: {', '.join(allowed)}" if allowed else "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown distribution type {error['input'].get('type')!r}; expected one of: {', '.join(DISTRIBUTION_TYPES)}"
+    if kind == "union_tag_not_found":
+        return f"a distribution needs a type, one of: {', '.join(DISTRIBUTION_TYPES)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{message} (got {error['input']!r})" if kind not in ("value_error",) else message
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """Field names of the section at ``loc`` (for the 'unknown key' message)."""
+    model: Any = SearchSpec
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+        # Unwrap Optional[...] / X | None.
+        for arg in getattr(model, "__args__", ()):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _check_model(model: ModelSpec, where: str, key: str) -> None:
+    from models import UnknownModelError, model_factory
+
+    try:
+        factory = model_factory(model.name)
+    except UnknownModelError as exc:
+        raise SpecError(f"{where}: {key}.name: {exc.args[0]}") from None
+    params = inspect.signature(factory).parameters
+    hints = get_type_hints(factory)
+    for arg, value in model.args.items():
+        if arg not in params:
+            raise SpecError(
+                f"{where}: {key}.args.{arg}: unknown argument of model {model.name!r}; "
+                f"expected one of: {', '.join(params)}"
+            )
+        if arg in hints:
+            try:
+                TypeAdapter(hints[arg]).validate_python(value, strict=False)
+            except ValidationError as exc:
+                raise SpecError(
+                    f"{where}: {key}.args.{arg}: expected {_type_name(hints[arg])} "
+                    f"(got {value!r}: {exc.errors()[0]['msg']})"
+                ) from None
+
+
+def _type_name(hint: Any) -> str:
+    return re.sub(r"\btyping\.", "", getattr(hint, "__name__", None) or str(hint))
+
+
+def _check_search(spec: SearchSpec, raw: dict[str, Any], where: str) -> None:
+    for path, dist in spec.search.items():
+        key = f"search.{path}"
+        if path.split(".")[0] not in SEARCHABLE_SECTIONS:
+            raise SpecError(f"{where}: {key}: a searched path starts with one of: {', '.join(SEARCHABLE_SECTIONS)}")
+        if isinstance(dist, Grid) and spec.searcher.type == "optuna":
+            raise SpecError(f"{where}: {key}: grid values need searcher.type: random (Optuna refuses grid search)")
+        # Each candidate value must make a valid spec: `training.epochs: {low: 0...}` fails here.
+        for value in dist.candidate_values():
+            trial_raw = copy.deepcopy(raw)
+            trial_raw.pop("search", None)
+            set_path(trial_raw, path, value)
+            try:
+                trial = _parse(trial_raw, where)
+                _check_model(trial.model, where, "model")
+            except SpecError as exc:
+                detail = str(exc).removeprefix(f"{where}: ")
+                raise SpecError(f"{where}: {key}: value {value!r} is not valid for {detail}") from None
+
+
+def _check_resources(spec: SearchSpec, where: str) -> None:
+    res = spec.resources
+    if res.depends_on is None:
+        if res.per_value:
+            raise SpecError(f"{where}: resources.per_value: needs resources.depends_on naming a searched path")
+        return
+    dist = spec.search.get(res.depends_on)
+    if not isinstance(dist, (Choice, Grid)):
+        raise SpecError(
+            f"{where}: resources.depends_on: expected a searched path with choice or grid values "
+            f"(got {res.depends_on!r})"
+        )
+    # per_value may name values the search does not sample (yet): a GPU table kept ready for
+    # `--set search.model.args.size.values=[...]`; the dry run prints what each value gets.
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

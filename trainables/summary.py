@@ -1,0 +1,132 @@
+"""From Tune's results to what a user keeps: summary.json, the best checkpoint in best/, a table.
+
+The best trial is the one whose best epoch is best (Tune's default ranks by the last value
+reported, which punishes a trial that peaked and then drifted).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.train import Checkpoint
+from ray.tune import ResultGrid
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+from trainables.checkpoints import CONFIG_FILE, STATE_FILE
+
+FINISHED, STOPPED_EARLY, FAILED = "finished", "stopped early", "failed"
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    config: dict[str, Any]
+    status: str  # finished | stopped early | failed
+    reason: str  # budget | patience | scheduler | the error's last line
+    epochs: int  # epochs reported
+    best_value: float | None
+    best_epoch: int | None
+    checkpoint: str | None  # the best epoch's checkpoint folder
+
+
+def summarize_trials(results: ResultGrid, metric: str, mode: str) -> list[TrialSummary]:
+    return sorted((_summarize(r, metric, mode) for r in results), key=lambda t: t.trial_id)
+
+
+def pick_best(trials: list[TrialSummary], mode: str) -> TrialSummary | None:
+    scored = [t for t in trials if t.best_value is not None and t.checkpoint]
+    if not scored:
+        return None
+    return (min if mode == "min" else max)(scored, key=lambda t: t.best_value)
+
+
+def export_best(best: TrialSummary, out_dir: Path) -> Path:
+    """Copy the best checkpoint (weights, optimizer state, resolved config) to ``out/best``."""
+    target = out_dir / "best"
+    if target.exists():
+        shutil.rmtree(target)
+    Checkpoint(best.checkpoint).to_directory(str(target))
+    (target / "trial.json").write_text(json.dumps(asdict(best), indent=2, default=str))
+    missing = [f for f in (STATE_FILE, CONFIG_FILE) if not (target / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{best.checkpoint}: checkpoint lacks {', '.join(missing)}")
+    return target
+
+
+def write_summary(out_dir: Path, trials: list[TrialSummary], best: TrialSummary | None, best_dir: Path | None,
+                  mlflow_info: dict[str, Any], spec: dict[str, Any]) -> Path:
+    summary = {
+        "experiment": spec["experiment"],
+        "metric": spec["metric"],
+        "mode": spec["mode"],
+        "trials": [asdict(t) for t in trials],
+        "best": None if best is None else {
+            "trial_id": best.trial_id,
+            "value": best.best_value,
+            "epoch": best.best_epoch,
+            "checkpoint": str(best_dir) if best_dir else best.checkpoint,
+            "source_checkpoint": best.checkpoint,
+            "config": best.config,
+        },
+        "mlflow": mlflow_info,
+    }
+    path = out_dir / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(path)  # atomic: scripts never read half a summary
+    return path
+
+
+def _summarize(result: Any, metric: str, mode: str) -> TrialSummary:
+    frame = result.metrics_dataframe
+    last = result.metrics or {}
+    trial_id = last.get("trial_id") or Path(result.path).name
+    config = dict(result.config or {})
+    rows = [] if frame is None or metric not in getattr(frame, "columns", ()) else frame.to_dict("records")
+    rows = [r for r in rows if _is_number(r.get(metric))]
+    best_row = None
+    if rows:
+        best_row = (min if mode == "min" else max)(rows, key=lambda r: r[metric])
+    if result.error is not None:
+        status, reason = FAILED, _error_line(result.error)
+    elif last.get("finished"):
+        status, reason = FINISHED, last.get("stop_reason") or "budget"
+    else:
+        status, reason = STOPPED_EARLY, "scheduler"
+    return TrialSummary(
+        trial_id=trial_id,
+        config=config,
+        status=status,
+        reason=reason,
+        epochs=len(rows),
+        best_value=None if best_row is None else float(best_row[metric]),
+        best_epoch=None if best_row is None else int(best_row.get("epoch", best_row.get("training_iteration"))),
+        checkpoint=_checkpoint_for(result, best_row, metric),
+    )
+
+
+def _checkpoint_for(result: Any, best_row: dict[str, Any] | None, metric: str) -> str | None:
+    if best_row is None:
+        return None
+    # DDP trials: Train kept the checkpoint and Tune got its path as a metric.
+    if isinstance(best_row.get(CHECKPOINT_PATH_KEY), str):
+        return best_row[CHECKPOINT_PATH_KEY]
+    # One-worker trials: Tune kept it; match on the epoch it was written at.
+    for checkpoint, metrics in result.best_checkpoints or []:
+        if metrics.get("epoch") == best_row.get("epoch"):
+            return checkpoint.path
+    return None
+
+
+def _error_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(error).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
