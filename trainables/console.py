@@ -13,8 +13,7 @@ from trainables.spec import SearchSpec
 from trainables.summary import TrialSummary
 
 
-def ray_banner(context: Any, cluster: dict[str, float], concurrency: int, gpus: bool) -> str:
-    url = getattr(context, "dashboard_url", None)
+def ray_banner(url: str | None, cluster: dict[str, float], concurrency: int, gpus: bool) -> str:
     lines = [f"Ray cluster: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU; "
              f"up to {concurrency} trial(s) at once{'' if gpus else ' (no GPU: training on CPU)'}."]
     if url:
@@ -25,13 +24,25 @@ def ray_banner(context: Any, cluster: dict[str, float], concurrency: int, gpus: 
     return "\n".join(lines)
 
 
+def progress_reporter(spec: SearchSpec) -> Any:
+    """The live table: short parameter names, the epoch, the metric and each trial's best."""
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        parameter_columns={path: _short_name(path) for path in spec.search},
+        metric_columns={"epoch": "epoch", spec.metric: spec.metric, "best_value": "best", "epoch_time_s": "s/epoch"},
+        sort_by_metric=True,  # by TuneConfig's metric and mode
+        max_report_frequency=15,
+    )
+
+
 def print_trials(trials: list[TrialSummary], best: TrialSummary | None, spec: SearchSpec, seconds: float,
                  summary_path: Path, best_dir: Path | None) -> str:
     """The end-of-search table (as text, so tests and logs get exactly what the user saw)."""
     params = list(spec.search)
     table = Table(title=f"{spec.experiment}: {len(trials)} trials in {seconds / 60:.1f} min "
                         f"({spec.metric}, {spec.mode})")
-    for column in ["trial", "status", "epochs", f"best {spec.metric}", "at epoch", *[p.split(".")[-1] for p in params]]:
+    for column in ["trial", "status", "epochs", f"best {spec.metric}", "at epoch", *[_short_name(p) for p in params]]:
         table.add_column(column, overflow="fold")
     for trial in trials:
         marker = " *" if best is not None and trial.trial_id == best.trial_id else ""
@@ -53,6 +64,10 @@ def print_trials(trials: list[TrialSummary], best: TrialSummary | None, spec: Se
         console.print("No trial produced a checkpoint: see the failures above.")
     console.print(f"Summary: {summary_path}")
     return buffer.getvalue().rstrip()
+
+
+def _short_name(path: str) -> str:
+    return path.split(".")[-1]
 
 
 def _short(value: Any) -> str:

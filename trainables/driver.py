@@ -31,7 +31,7 @@ class TuneSession:
     world_size = 1
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
     def restored_checkpoint_dir(self) -> Path | None:

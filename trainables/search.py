@@ -8,7 +8,6 @@ experiment folder (``tune/``), the MLflow store (unless a server is named), ``be
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,22 +31,20 @@ class SearchOptions:
 
 def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the search and return the summary written to ``summary.json``."""
-    # Trials must not change directory (relative paths in user code), and must see absolute paths.
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     out_dir = options.out_dir.resolve()
 
     import ray
     from ray import tune
 
-    from trainables.console import print_trials, ray_banner
+    from trainables.cluster import connect
+    from trainables.console import print_trials, progress_reporter, ray_banner
     from trainables.driver import make_trial_driver
     from trainables.resources import max_concurrent_trials, placement_for, unsatisfiable, use_gpus
     from trainables.searcher import build_scheduler, build_searcher
     from trainables.summary import export_best, pick_best, summarize_trials, write_summary
     from trainables.tracking import SearchTracker, local_tracking_uri, ui_command
 
-    context = ray.init(address=options.address, dashboard_host="127.0.0.1", logging_level="WARNING",
-                       configure_logging=True)
+    dashboard_url, started_here = connect(options.address)
     try:
         cluster = ray.cluster_resources()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
@@ -56,7 +53,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         if problem:
             raise SpecError(f"resources: no trial can ever start: {problem}")
         concurrency = max_concurrent_trials(spec, cluster, gpus)
-        echo(ray_banner(context, cluster, concurrency, gpus))
+        echo(ray_banner(dashboard_url, cluster, concurrency, gpus))
 
         tracking_uri = options.mlflow_uri or local_tracking_uri(out_dir)
         tracker = SearchTracker(tracking_uri, spec.experiment, out_dir)
@@ -83,6 +80,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                     time_budget_s=spec.budget.time_limit_minutes * 60 if spec.budget.time_limit_minutes else None,
                     # A one-worker trial runs in the trial actor; reusing it saves 1.5-3 s per trial.
                     reuse_actors=True,
+                    trial_name_creator=lambda trial: trial.trial_id,
+                    trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
                 ),
                 run_config=tune.RunConfig(
                     name=TUNE_DIR,
@@ -92,6 +91,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                         num_to_keep=1, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
                     ),
                     verbose=options.verbose,
+                    progress_reporter=progress_reporter(spec),
                 ),
             )
         started = time.monotonic()
@@ -110,7 +110,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         echo(print_trials(trials, best, spec, time.monotonic() - started, summary_path, best_dir))
         return json.loads(summary_path.read_text())
     finally:
-        ray.shutdown()
+        if started_here:
+            ray.shutdown()
 
 
 def _parent_run(tracker: Any, spec: SearchSpec, out_dir: Path, resumed: bool) -> str:

@@ -1,0 +1,272 @@
+"""The hyperspectral data kind: config, one-time preparation, and the crop dataset.
+
+`prepare` runs once per search on the driver (cheaply again anywhere else) and returns a
+small picklable `PreparedData`; datasets built from it open the HDF5 files lazily in
+whichever process reads them, so they travel to DataLoader and Ray workers as plain data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from torch.utils.data import Dataset
+
+from data.band_stats import BandMoments, dataset_moments, file_fingerprint, read_sidecar, write_sidecar
+from data.cache import cache_dir, generate_once, settings_digest
+from data.errors import DataError
+from data.h5_sources import Source, inspect_sources, list_source_files, open_hdf5, read_block, resolve_key
+from data.splits import SplitManifest, Window, make_split
+from data.synthetic_hyperspectral import GENERATOR_VERSION, write_synthetic_cubes
+
+
+class SyntheticHyperspectral(BaseModel):
+    """Settings of the generated data used when no `path` is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cubes: int = Field(16, gt=0)  # number of cubes in the file
+    bands: int = Field(30, ge=2)  # spectral bands per cube
+    height: int = Field(64, gt=0)  # pixels per cube, vertically
+    width: int = Field(64, gt=0)  # pixels per cube, horizontally
+    endmembers: int = Field(5, gt=0)  # distinct material spectra mixed in every pixel
+    noise: float = Field(0.01, ge=0)  # std of additive Gaussian noise (data are in about [0, 1])
+    seed: int = 0  # generator seed; the data are a pure function of these settings
+
+
+class HyperspectralDataConfig(BaseModel):
+    """The `data:` section of a search spec for hyperspectral cubes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["hyperspectral"] = "hyperspectral"  # selects this data kind
+    # An HDF5 file with dataset `cubes` (N, bands, H, W) or `cube` (bands, H, W), or a
+    # directory of *.h5/*.hdf5 files each with `cube` (bands, H, W); None = synthetic.
+    path: str | None = None
+    dataset_key: str | None = None  # dataset name inside the file(s), if not `cubes`/`cube`
+    synthetic: SyntheticHyperspectral = Field(default_factory=SyntheticHyperspectral)  # used when path is None
+    cache_dir: str | None = None  # where synthetic files go; default $HPSEARCH_DATA_DIR or ~/.cache/hpsearch/data
+    crop: int = Field(32, gt=0)  # side of the square spatial crop fed to the model
+    window: int | None = Field(None, gt=0)  # side of the split's non-overlapping windows; None = 2 * crop
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # share of windows used for validation
+    split_seed: int = 0  # seed of the window shuffle that makes the split
+    flip: bool = True  # random horizontal/vertical flips of training crops
+    loader_workers: int = Field(0, ge=0)  # DataLoader worker processes per trial
+
+    @field_validator("window")
+    @classmethod
+    def _window_holds_crop(cls, window: int | None, info: ValidationInfo) -> int | None:
+        crop = info.data.get("crop")
+        if window is not None and crop is not None and window < crop:
+            raise ValueError(f"window ({window}) must be >= crop ({crop})")
+        return window
+
+    @model_validator(mode="after")
+    def _synthetic_fits(self) -> HyperspectralDataConfig:
+        # Caught here rather than at prepare time so a bad spec fails before any trial starts.
+        if self.path is None:
+            if self.dataset_key is not None:
+                raise ValueError("dataset_key needs a path (synthetic data always use 'cubes')")
+            smallest = min(self.synthetic.height, self.synthetic.width)
+            if smallest < self.window_size:
+                raise ValueError(
+                    f"synthetic.height and synthetic.width must be >= the window ({self.window_size}), "
+                    f"got {self.synthetic.height}x{self.synthetic.width}"
+                )
+        return self
+
+    @property
+    def window_size(self) -> int:
+        """The window side actually used."""
+        return self.window if self.window is not None else 2 * self.crop
+
+
+@dataclass
+class PreparedData:
+    """Everything needed to read the data, small enough to ship to every worker."""
+
+    sources: list[str]  # absolute paths of the HDF5 files
+    dataset_key: str  # dataset name inside every source
+    bands: int
+    cubes: list[tuple[int, int, int, int]]  # (source index, cube index in source, height, width)
+    band_mean: list[float]
+    band_std: list[float]
+
+
+def prepare(cfg: HyperspectralDataConfig) -> PreparedData:
+    """Validate (generating synthetic data on first use) and summarise the data; cheap when repeated."""
+    if cfg.path is None:
+        files, key, stats_path = [synthetic_file(cfg)], "cubes", None
+    else:
+        root = Path(cfg.path).expanduser().resolve()
+        files = list_source_files(root)
+        key = resolve_key(files[0], cfg.dataset_key)
+        stats_path = root / "stats.json" if root.is_dir() else root.with_name(f"{root.name}.stats.json")
+    sources = inspect_sources(files, key, cfg.window_size)
+    if stats_path is None:
+        mean, std = _stats_in_file(sources[0])
+    else:
+        mean, std = _stats_in_sidecar(sources, stats_path)
+    return PreparedData(
+        sources=[s.path for s in sources],
+        dataset_key=key,
+        bands=sources[0].bands,
+        cubes=[(i, c, s.height, s.width) for i, s in enumerate(sources) for c in range(s.cubes)],
+        band_mean=mean,
+        band_std=std,
+    )
+
+
+def synthetic_file(cfg: HyperspectralDataConfig) -> Path:
+    """The cached synthetic file for cfg.synthetic, generated by exactly one caller if missing."""
+    settings = cfg.synthetic.model_dump()
+    digest = settings_digest({"generator_version": GENERATOR_VERSION, **settings})
+    target = cache_dir(cfg.cache_dir) / f"hyperspectral-{digest}.h5"
+    try:
+        return generate_once(target, lambda tmp: write_synthetic_cubes(tmp, **settings))
+    except OSError as exc:
+        raise DataError(
+            f"{target}: cannot write synthetic data ({exc.strerror or exc}); set data.cache_dir or $HPSEARCH_DATA_DIR"
+        ) from exc
+
+
+def _stats_in_file(source: Source) -> tuple[list[float], list[float]]:
+    """Read the stats the generator stored beside the cubes."""
+    with open_hdf5(source.path) as f:
+        stats = []
+        for name in ("band_mean", "band_std"):
+            if name not in f or f[name].shape != (source.bands,):
+                raise DataError(
+                    f"{source.path}: dataset '{name}' missing or not of shape ({source.bands},) "
+                    "(damaged cache file: delete it to regenerate)"
+                )
+            stats.append([float(v) for v in f[name][()]])
+    return stats[0], stats[1]
+
+
+def _stats_in_sidecar(sources: list[Source], stats_path: Path) -> tuple[list[float], list[float]]:
+    """Reuse the sidecar's stats if they match the files, else compute them and try to store them."""
+    key = sources[0].key
+    fingerprint = file_fingerprint([s.path for s in sources], key)
+    stored = read_sidecar(stats_path, fingerprint)
+    if stored is not None and len(stored[0]) == sources[0].bands:
+        return stored
+    moments = BandMoments.empty(sources[0].bands)
+    for source in sources:
+        with open_hdf5(source.path) as f:
+            try:
+                part = dataset_moments(f[key])
+            except OSError as exc:
+                raise DataError(f"{source.path}: dataset '{key}' could not be read (truncated or corrupt)") from exc
+        if not part.is_finite():
+            raise DataError(f"{source.path}: dataset '{key}' contains NaN or infinite values but expected finite ones")
+        moments.merge(part)
+    mean, std = moments.mean.tolist(), moments.std.tolist()
+    write_sidecar(stats_path, fingerprint, mean, std)
+    return mean, std
+
+
+class HyperspectralCrops(Dataset):
+    """Square crops of split windows, normalised per band: item i -> {"cube": (bands, crop, crop) float32}.
+
+    Training crops sit at a random place in their window and are randomly flipped, using
+    torch's RNG so that DataLoader seeds each worker differently; validation crops are
+    the window's centre, unflipped, so validation is deterministic. `window` defaults to
+    2 * crop like the config's.
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedData,
+        windows: Sequence[Window],
+        crop: int,
+        train: bool,
+        flip: bool,
+        *,
+        window: int | None = None,
+    ) -> None:
+        self.prepared = prepared
+        self.windows = [tuple(w) for w in windows]
+        self.crop = crop
+        self.window = window if window is not None else 2 * crop
+        self.train = train
+        self.flip = flip
+        if not 0 < crop <= self.window:
+            raise DataError(f"data.crop ({crop}) must be positive and <= the window size ({self.window})")
+        self._check_windows()
+        std = torch.tensor(prepared.band_std, dtype=torch.float32).view(-1, 1, 1)
+        self._mean = torch.tensor(prepared.band_mean, dtype=torch.float32).view(-1, 1, 1)
+        # A constant band has std 0: centre it rather than divide by zero.
+        self._scale = 1.0 / torch.where(std > 0, std, torch.ones_like(std))
+        self._files: dict[int, h5py.File] = {}
+        self._owner_pid: int | None = None
+
+    def _check_windows(self) -> None:
+        """Refuse windows that do not lie inside the prepared cubes (e.g. a manifest from other data)."""
+        sizes = {(s, c): (h, w) for s, c, h, w in self.prepared.cubes}
+        for source, cube, y0, x0 in self.windows:
+            height, width = sizes.get((source, cube), (0, 0))
+            if not (0 <= y0 <= height - self.window and 0 <= x0 <= width - self.window):
+                where = os.path.commonpath(self.prepared.sources)
+                raise DataError(
+                    f"{where}: dataset '{self.prepared.dataset_key}' has no {self.window}x{self.window} window "
+                    f"at (source, cube, y0, x0) = {(source, cube, y0, x0)}; expected a split made from this data"
+                )
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        source, cube, y0, x0 = self.windows[index]
+        slack = self.window - self.crop
+        if self.train:
+            dy, dx = (int(v) for v in torch.randint(0, slack + 1, (2,)))
+        else:
+            dy = dx = slack // 2
+        rows, cols = slice(y0 + dy, y0 + dy + self.crop), slice(x0 + dx, x0 + dx + self.crop)
+        block = read_block(self._dataset(source), cube, rows, cols)
+        crop = (torch.from_numpy(block.astype(np.float32, copy=False)) - self._mean) * self._scale
+        if self.train and self.flip:
+            horizontal, vertical = (torch.rand(2) < 0.5).tolist()
+            if horizontal:
+                crop = crop.flip(-1)
+            if vertical:
+                crop = crop.flip(-2)
+        return {"cube": crop}
+
+    def _dataset(self, source: int) -> h5py.Dataset:
+        # HDF5 handles must not cross processes: open per process on first use, and
+        # forget handles inherited through fork (a DataLoader worker started after the
+        # parent already read items).
+        if self._owner_pid != os.getpid():
+            self._files = {}
+            self._owner_pid = os.getpid()
+        if source not in self._files:
+            self._files[source] = open_hdf5(self.prepared.sources[source])
+        return self._files[source][self.prepared.dataset_key]
+
+    def __getstate__(self) -> dict[str, object]:
+        # Open h5py handles cannot be pickled (spawned workers, Ray); the copy reopens lazily.
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        state["_owner_pid"] = None
+        return state
+
+
+def build_datasets(
+    cfg: HyperspectralDataConfig, split: SplitManifest | None = None
+) -> tuple[HyperspectralCrops, HyperspectralCrops, PreparedData]:
+    """Prepare the data and return (train, val, prepared); the split is made from cfg unless given."""
+    prepared = prepare(cfg)
+    if split is None:
+        split = make_split(prepared, cfg)
+    train = HyperspectralCrops(prepared, split.train, cfg.crop, train=True, flip=cfg.flip, window=split.window)
+    val = HyperspectralCrops(prepared, split.val, cfg.crop, train=False, flip=cfg.flip, window=split.window)
+    return train, val, prepared

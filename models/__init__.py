@@ -1,0 +1,8 @@
+"""Models for the search service, built by name: `create_model("mae_vit", size="base")`."""
+
+from models.registry import UnknownModelError, create_model, list_models, model_factory, register_model
+
+# Imported for their side effect: each module registers its factories on import.
+from models import mae_vit  # noqa: F401  isort: skip
+
+__all__ = ["UnknownModelError", "create_model", "list_models", "model_factory", "register_model"]

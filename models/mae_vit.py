@@ -1,0 +1,441 @@
+"""Spectral masked autoencoder (MAE, He et al. 2021) for hyperspectral cubes.
+
+Follows facebookresearch/mae `models_mae.py` step by step (`patchify`, `random_masking`,
+`forward_encoder`, `forward_decoder`, `forward_loss`, `unpatchify`), with three changes:
+
+* Patches are 3-D: `patch_size` x `patch_size` pixels by `spectral_patch` bands, so the
+  encoder must infer masked bands from neighbouring bands as well as neighbouring pixels.
+  Any band count works (the original hard-codes 3 channels).
+* No cls token: MAE fine-tunes with global average pooling by default, and without it the
+  token bookkeeping in masking and unshuffling has no off-by-one.
+* The loss adds spectral terms (angle, variance, range) to the masked-patch MSE.
+
+Shapes: B batch, C bands, H x W pixels, s = spectral_patch, p = patch_size,
+L = (C/s)(H/p)(W/p) tokens ordered (band group, row, column), D encoder width.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from models.registry import register_model
+
+
+@dataclass(frozen=True)
+class MAESize:
+    depth: int
+    num_heads: int
+    embed_dim: int
+    decoder_depth: int
+    decoder_num_heads: int
+
+
+MAE_SIZES: dict[str, MAESize] = {
+    "tiny": MAESize(12, 3, 192, 8, 3),
+    "small": MAESize(12, 6, 384, 8, 6),
+    "base": MAESize(12, 12, 768, 8, 12),
+    "medium": MAESize(16, 16, 512, 8, 16),
+    "large": MAESize(24, 16, 1024, 8, 16),
+    "huge": MAESize(32, 16, 1280, 8, 16),
+}
+MAE_SIZE_NAMES: tuple[str, ...] = tuple(MAE_SIZES)
+
+# Default decoder width = 32 per decoder head: 96 ... 512, so the three big sizes get the
+# original MAE's 512-wide, 16-head decoder and the small ones a proportionally lighter one.
+DECODER_HEAD_DIM = 32
+
+# mse is the MAE objective (~1 for standardised data predicted as its mean). sam is in
+# radians (pi/2 for an untrained model), so 0.1 shapes the spectra without outweighing the
+# mse. variance and range are zero for a good reconstruction; they only push back against
+# the flat, mean-spectrum predictions plain MSE drifts towards early in training.
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"mse": 1.0, "sam": 0.1, "variance": 0.05, "range": 0.05}
+
+# Keeps acos away from +-1, where its gradient is infinite.
+_COS_LIMIT = 1.0 - 1e-6
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, N, D/heads]
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, D))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: timm's ViT Block without dropout or drop-path.
+
+    MAE pre-training uses neither.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def sincos_pos_embed_1d(dim: int, pos: Tensor) -> Tensor:
+    """[N] positions -> [N, dim] sin-cos embedding (MAE's formula; odd dims get one zero column)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float32) / max(dim // 2, 1))
+    angles = pos.float()[:, None] * omega[None]  # [N, dim/2]
+    return F.pad(torch.cat([angles.sin(), angles.cos()], dim=1), (0, dim % 2))
+
+
+def sincos_pos_embed_3d(dim: int, grid: tuple[int, int, int]) -> Tensor:
+    """[1, L, dim] fixed embedding of a (bands, rows, cols) token grid, flattened in that order.
+
+    Fixed rather than learned, as in MAE (which found it as good): it costs no parameters,
+    so parameter counts are the learnable weights only, and it needs no initialisation to
+    get right for every grid shape a search tries. Each spatial axis gets an even third of
+    the width; the spectral axis the rest.
+    """
+    spatial = 2 * (dim // 6)
+    dims = (dim - 2 * spatial, spatial, spatial)
+    coords = torch.meshgrid(*(torch.arange(n) for n in grid), indexing="ij")
+    parts = [sincos_pos_embed_1d(d, c.flatten()) for d, c in zip(dims, coords)]
+    return torch.cat(parts, dim=1)[None]
+
+
+def spectral_angle(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean angle (radians) between predicted and true spectra, over each pixel's masked bands.
+
+    pred, target, mask: [B, C, H, W], mask 1 = masked. A pixel's spectrum spans C/s tokens,
+    some visible; restricting the angle to masked bands keeps copied inputs from diluting it.
+    Pixels with no masked band are left out.
+    """
+    dot = (mask * pred * target).sum(1)  # [B, H, W]
+    norms = (mask * pred**2).sum(1) * (mask * target**2).sum(1)
+    cos = dot / norms.clamp_min(1e-12).sqrt()
+    angle = torch.acos(cos.clamp(-_COS_LIMIT, _COS_LIMIT))
+    pixels = mask.amax(1)
+    return (angle * pixels).sum() / pixels.sum()
+
+
+def variance_deficit(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean of relu(var_true - var_pred) across each pixel's masked bands.
+
+    Penalises only predictions flatter than the truth: MSE alone rewards regressing to the
+    mean spectrum, which erases the absorption features that distinguish materials.
+    """
+    n = mask.sum(1)  # [B, H, W] masked bands per pixel
+
+    def band_var(x: Tensor) -> Tensor:
+        mean = (mask * x).sum(1, keepdim=True) / n.clamp_min(1)[:, None]
+        return (mask * (x - mean) ** 2).sum(1) / n.clamp_min(1)
+
+    pixels = (n >= 2).to(pred.dtype)  # a variance needs two bands
+    deficit = F.relu(band_var(target) - band_var(pred))
+    return (deficit * pixels).sum() / pixels.sum().clamp_min(1)
+
+
+def range_penalty(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared distance of masked predictions from the batch target's [min, max]."""
+    outside = pred - pred.clamp(target.min(), target.max())  # 0 inside the range
+    return (mask * outside**2).sum() / mask.sum()
+
+
+def band_image_metrics(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """PSNR and SSIM of [B, C, H, W] cubes, each band a 2-D image, data range from the target.
+
+    PSNR is pooled over all band images: a per-band mean would be +inf whenever all of one
+    band's patches happen to be visible, and a searcher would take that as the best trial.
+    """
+    B, C, H, W = target.shape
+    pred, target = pred.float().reshape(B * C, 1, H, W), target.float().reshape(B * C, 1, H, W)
+    data_range = (target.max() - target.min()).item()
+    # torchmetrics sizes the Gaussian window from sigma (radius int(3.5 sigma + 0.5)) and
+    # ignores kernel_size, so a window that fits small crops needs a smaller sigma.
+    radius = min(5, (min(H, W) - 1) // 2)
+    sigma = 1.5 if radius == 5 else radius / 3.5
+    psnr = peak_signal_noise_ratio(pred, target, data_range=data_range)
+    ssim = structural_similarity_index_measure(pred, target, sigma=sigma, data_range=data_range)
+    return psnr, ssim
+
+
+class MaskedAutoencoderViT(nn.Module):
+    def __init__(
+        self,
+        img_size: int,
+        in_chans: int,
+        patch_size: int,
+        spectral_patch: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        decoder_dim: int,
+        decoder_depth: int,
+        decoder_num_heads: int,
+        mask_ratio: float,
+        loss_weights: dict[str, float],
+        norm_pix_loss: bool,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        # Validate before allocating: a bad trial config should fail in milliseconds.
+        for name, value in [("img_size", img_size), ("in_chans", in_chans),
+                            ("patch_size", patch_size), ("spectral_patch", spectral_patch)]:
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if img_size % patch_size:
+            raise ValueError(
+                f"img_size must be divisible by patch_size={patch_size}, got img_size={img_size}"
+            )
+        if in_chans % spectral_patch:
+            raise ValueError(
+                f"in_chans must be divisible by spectral_patch={spectral_patch}, got in_chans={in_chans}"
+            )
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.grid = (in_chans // spectral_patch, img_size // patch_size, img_size // patch_size)
+        num_patches = self.grid[0] * self.grid[1] * self.grid[2]
+        if int(num_patches * (1 - mask_ratio)) < 1:
+            raise ValueError(
+                f"mask_ratio={mask_ratio} leaves no visible token out of {num_patches}; "
+                "expected a lower mask_ratio or smaller patches"
+            )
+        unknown = sorted(set(loss_weights) - set(DEFAULT_LOSS_WEIGHTS))
+        if unknown:
+            raise ValueError(
+                f"loss_weights has unknown keys {unknown}; "
+                f"expected keys: {', '.join(DEFAULT_LOSS_WEIGHTS)}"
+            )
+        negative = {k: w for k, w in loss_weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"loss_weights must be >= 0, got {negative}")
+
+        self.img_size, self.in_chans = img_size, in_chans
+        self.patch_size, self.spectral_patch = patch_size, spectral_patch
+        self.mask_ratio = mask_ratio
+        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **loss_weights}
+        self.norm_pix_loss = norm_pix_loss
+        patch_dim = spectral_patch * patch_size * patch_size
+
+        # Encoder. Conv3d over a 1-channel volume == a linear layer on `patchify` output.
+        kernel = (spectral_patch, patch_size, patch_size)
+        self.patch_embed = nn.Conv3d(1, embed_dim, kernel_size=kernel, stride=kernel)
+        # Buffers, not parameters: recomputed from the config, so kept out of checkpoints.
+        self.register_buffer("pos_embed", sincos_pos_embed_3d(embed_dim, self.grid), persistent=False)
+        self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)))
+        self.norm = nn.LayerNorm(embed_dim)
+
+        # Decoder.
+        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.register_buffer(
+            "decoder_pos_embed", sincos_pos_embed_3d(decoder_dim, self.grid), persistent=False
+        )
+        self.decoder_blocks = nn.Sequential(
+            *(Block(decoder_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_pred = nn.Linear(decoder_dim, patch_dim)
+
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        # As MAE: the patch embedding initialised like the linear layer it is.
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.weight.shape[0], -1))
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def patchify(self, cube: Tensor) -> Tensor:
+        """[B, C, H, W] -> [B, L, s*p*p]; tokens flattened (band, row, col) like the Conv3d kernel."""
+        s, p = self.spectral_patch, self.patch_size
+        c, h, w = self.grid
+        x = cube.reshape(cube.shape[0], c, s, h, p, w, p)
+        x = torch.einsum("ncshpwq->nchwspq", x)
+        return x.reshape(cube.shape[0], c * h * w, s * p * p)
+
+    def unpatchify(self, x: Tensor) -> Tensor:
+        """[B, L, s*p*p] -> [B, C, H, W]; the exact inverse of `patchify`."""
+        s, p = self.spectral_patch, self.patch_size
+        c, h, w = self.grid
+        x = x.reshape(x.shape[0], c, h, w, s, p, p)
+        x = torch.einsum("nchwspq->ncshpwq", x)
+        return x.reshape(x.shape[0], c * s, h * p, w * p)
+
+    def random_masking(
+        self, x: Tensor, mask_ratio: float, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Keep a random (1 - mask_ratio) of each sample's tokens, by argsort of uniform noise.
+
+        x: [B, L, D] -> kept tokens [B, L_keep, D], mask [B, L] (1 = masked), ids_restore [B, L].
+        """
+        B, L, D = x.shape
+        len_keep = int(L * (1 - mask_ratio))
+        # Noise drawn on the generator's device, so a CPU generator also seeds GPU validation.
+        noise_device = generator.device if generator is not None else x.device
+        noise = torch.rand(B, L, generator=generator, device=noise_device).to(x.device)
+        ids_shuffle = noise.argsort(dim=1)  # ascending: the smallest noise is kept
+        ids_restore = ids_shuffle.argsort(dim=1)
+        ids_keep = ids_shuffle[:, :len_keep]
+        x_masked = x.gather(1, ids_keep[..., None].expand(-1, -1, D))
+        mask = torch.ones(B, L, device=x.device)
+        mask[:, :len_keep] = 0
+        return x_masked, mask.gather(1, ids_restore), ids_restore
+
+    def forward_encoder(
+        self, cube: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """[B, C, H, W] -> latent [B, L_keep, D], mask [B, L], ids_restore [B, L]."""
+        expected = (self.in_chans, self.img_size, self.img_size)
+        if tuple(cube.shape[1:]) != expected:
+            # The positional embedding fixes the grid; say so rather than fail in a broadcast.
+            raise ValueError(
+                f"expected a cube of shape [B, {', '.join(map(str, expected))}], got {list(cube.shape)}"
+            )
+        x = self.patch_embed(cube.unsqueeze(1))  # [B, D, C/s, H/p, W/p]
+        x = x.flatten(2).transpose(1, 2) + self.pos_embed  # [B, L, D]
+        x, mask, ids_restore = self.random_masking(x, self.mask_ratio, generator)
+        return self.norm(self.blocks(x)), mask, ids_restore
+
+    def forward_decoder(self, x: Tensor, ids_restore: Tensor) -> Tensor:
+        """latent [B, L_keep, D] -> predicted patches [B, L, s*p*p]."""
+        x = self.decoder_embed(x)  # [B, L_keep, Dd]
+        B, len_keep, Dd = x.shape
+        mask_tokens = self.mask_token.expand(B, ids_restore.shape[1] - len_keep, Dd)
+        x = torch.cat([x, mask_tokens], dim=1)  # [B, L, Dd] in shuffled order
+        x = x.gather(1, ids_restore[..., None].expand(-1, -1, Dd))  # unshuffle
+        x = x + self.decoder_pos_embed
+        return self.decoder_pred(self.decoder_norm(self.decoder_blocks(x)))
+
+    def target_stats(self, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-patch mean and std of [B, L, s*p*p] patches, as MAE's norm_pix_loss uses them."""
+        return target.mean(dim=-1, keepdim=True), (target.var(dim=-1, keepdim=True) + 1e-6).sqrt()
+
+    def forward_loss(self, cube: Tensor, pred: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Weighted sum of the loss parts on masked patches; parts returned detached for logging.
+
+        cube [B, C, H, W], pred [B, L, s*p*p], mask [B, L] with 1 = masked.
+        """
+        # float32: under bf16 autocast, the sums over bands and pixels lose precision.
+        pred, target = pred.float(), self.patchify(cube.float())
+        if self.norm_pix_loss:
+            mean, std = self.target_stats(target)
+            target = (target - mean) / std
+        mse = ((pred - target) ** 2).mean(dim=-1)  # [B, L]
+        mse = (mse * mask).sum() / mask.sum()
+        # The spectral terms work per pixel, so on the cube layout.
+        mask_cube = self.unpatchify(mask[..., None].expand_as(pred))
+        pred_cube, target_cube = self.unpatchify(pred), self.unpatchify(target)
+        parts = {
+            "mse": mse,
+            "sam": spectral_angle(pred_cube, target_cube, mask_cube),
+            "variance": variance_deficit(pred_cube, target_cube, mask_cube),
+            "range": range_penalty(pred_cube, target_cube, mask_cube),
+        }
+        loss = sum(self.loss_weights[name] * value for name, value in parts.items())
+        return {"loss": loss, **{name: value.detach() for name, value in parts.items()}}
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        latent, mask, ids_restore = self.forward_encoder(batch["cube"])
+        pred = self.forward_decoder(latent, ids_restore)
+        return self.forward_loss(batch["cube"], pred, mask)
+
+    def fill_masked(self, cube: Tensor, pred: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The input cube with its masked patches replaced by the prediction.
+
+        Returns the reconstruction and the mask, both [B, C, H, W] (mask 1 = masked).
+        """
+        pred = pred.float()
+        if self.norm_pix_loss:
+            # The prediction is in per-patch normalised units; like MAE's visualisation,
+            # undo that with the true patch's statistics, so the masked patches' mean and
+            # std leak into the reconstruction and PSNR/SSIM measure structure only.
+            mean, std = self.target_stats(self.patchify(cube.float()))
+            pred = pred * std + mean
+        mask_cube = self.unpatchify(mask[..., None].expand_as(pred)).to(cube.dtype)
+        recon = torch.where(mask_cube.bool(), self.unpatchify(pred).to(cube.dtype), cube)
+        return recon, mask_cube
+
+    @torch.no_grad()
+    def reconstruct(
+        self, cube: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mask, encode, decode: (reconstruction [B, C, H, W], mask [B, C, H, W] with 1 = masked)."""
+        latent, mask, ids_restore = self.forward_encoder(cube, generator)
+        return self.fill_masked(cube, self.forward_decoder(latent, ids_restore), mask)
+
+    @torch.no_grad()
+    def validation_metrics(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Batch means of loss, mse, sam (degrees), psnr and ssim of the filled-in cube.
+
+        Seed `generator` the same way to mask the same tokens and get the same numbers.
+        """
+        cube = batch["cube"]
+        latent, mask, ids_restore = self.forward_encoder(cube, generator)
+        pred = self.forward_decoder(latent, ids_restore)
+        metrics = self.forward_loss(cube, pred, mask)
+        del metrics["variance"], metrics["range"]  # training regularisers, not quality measures
+        metrics["sam"] = torch.rad2deg(metrics["sam"])
+        recon, _ = self.fill_masked(cube, pred, mask)
+        metrics["psnr"], metrics["ssim"] = band_image_metrics(recon, cube)
+        return metrics
+
+
+@register_model
+def mae_vit(
+    size: str = "tiny",
+    img_size: int = 32,
+    in_chans: int = 30,
+    patch_size: int = 8,
+    spectral_patch: int = 5,
+    mask_ratio: float = 0.75,
+    loss_weights: dict[str, float] | None = None,
+    decoder_dim: int | None = None,
+    norm_pix_loss: bool = False,
+) -> MaskedAutoencoderViT:
+    """Spectral MAE-ViT of one of `MAE_SIZE_NAMES`.
+
+    loss_weights overrides any of DEFAULT_LOSS_WEIGHTS (mse 1.0, sam 0.1, variance 0.05,
+    range 0.05); decoder_dim defaults to 32 per decoder head.
+    """
+    if size not in MAE_SIZES:
+        raise ValueError(f"size must be one of {', '.join(MAE_SIZE_NAMES)}; got {size!r}")
+    cfg = MAE_SIZES[size]
+    decoder_dim = decoder_dim if decoder_dim is not None else DECODER_HEAD_DIM * cfg.decoder_num_heads
+    if decoder_dim < 1 or decoder_dim % cfg.decoder_num_heads:
+        raise ValueError(
+            f"decoder_dim must be a positive multiple of the {cfg.decoder_num_heads} decoder heads "
+            f"of size {size!r}, got {decoder_dim}"
+        )
+    return MaskedAutoencoderViT(
+        img_size=img_size,
+        in_chans=in_chans,
+        patch_size=patch_size,
+        spectral_patch=spectral_patch,
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        decoder_dim=decoder_dim,
+        decoder_depth=cfg.decoder_depth,
+        decoder_num_heads=cfg.decoder_num_heads,
+        mask_ratio=mask_ratio,
+        loss_weights=loss_weights or {},
+        norm_pix_loss=norm_pix_loss,
+    )

@@ -1,0 +1,29 @@
+"""Small real specs for tests, built from the shipped YAML files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SEARCH_SPACES = PROJECT_ROOT / "search_spaces"
+
+
+def write_spec(folder: Path, raw: dict, name: str = "spec.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def tiny_mae_spec(experiment: str = "tiny") -> dict:
+    """mae_sizes.yaml shrunk to seconds: tiny crops, two sizes, few steps."""
+    raw = yaml.safe_load((SEARCH_SPACES / "mae_sizes.yaml").read_text())
+    raw["experiment"] = experiment
+    raw["model"]["args"].update(img_size=8, patch_size=4, spectral_patch=5, in_chans=10)
+    raw["data"].update(crop=8, window=16)
+    raw["data"]["synthetic"].update(cubes=4, bands=10, height=32, width=32)
+    raw["training"].update(epochs=3, batch_size=4, max_steps_per_epoch=2, warmup_epochs=0)
+    raw["search"]["model.args.size"] = {"type": "choice", "values": ["tiny", "small"]}
+    raw["budget"].update(trials=4, time_limit_minutes=None)
+    return raw

@@ -1,0 +1,290 @@
+"""Tests of the model registry, the contract every model follows, and the spectral MAE."""
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import UnknownModelError, create_model, list_models, model_factory, register_model
+from models.mae_vit import MAE_SIZE_NAMES, MAE_SIZES, band_image_metrics
+
+
+def smooth_cube(batch: int = 2, bands: int = 8, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """[batch, bands, size, size] mixtures of 3 smooth spectra in smooth proportions.
+
+    Standardised per band, like the real data.
+    """
+    g = torch.Generator().manual_seed(seed)
+    wavelength = torch.linspace(0, 1, bands)
+    freq, phase = torch.rand(3, 1, generator=g) * 3, torch.rand(3, 1, generator=g) * math.pi
+    spectra = torch.cos(2 * math.pi * freq * wavelength + phase)  # [3, bands]
+    coarse = torch.randn(batch, 3, 4, 4, generator=g)
+    abundance = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False).softmax(1)
+    cube = torch.einsum("kc,bkhw->bchw", spectra, abundance)
+    return (cube - cube.mean((0, 2, 3), keepdim=True)) / cube.std((0, 2, 3), keepdim=True)
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    kwargs: dict  # a tiny config, fast on CPU
+    batch: Callable[[], dict[str, torch.Tensor]]
+    patch_embed: str  # the first parameter the input meets; gradients must reach it
+    validation_keys: frozenset[str]
+
+
+# One entry per registered model; a new model without one fails test_every_model_has_a_case.
+MODEL_CASES = {
+    "mae_vit": ModelCase(
+        kwargs=dict(size="tiny", img_size=16, in_chans=8, patch_size=4, spectral_patch=2),
+        batch=lambda: {"cube": smooth_cube()},
+        patch_embed="patch_embed.weight",
+        validation_keys=frozenset({"loss", "mse", "sam", "psnr", "ssim"}),
+    ),
+}
+
+# Full-size configuration of the spectral MAE: 500 x 500 pixels, 30 bands.
+FULL_MAE = dict(img_size=500, patch_size=25, in_chans=30, spectral_patch=5)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    # These models are tiny: intra-op threads cost more than they save, and on a shared
+    # 2-core machine their spin-waiting turned the 2 s training test into 90 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+def test_list_models_is_sorted_and_has_mae_vit() -> None:
+    assert "mae_vit" in list_models()
+    assert list_models() == sorted(list_models())
+
+
+def test_duplicate_registration_refused() -> None:
+    def mae_vit() -> torch.nn.Module:
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(mae_vit)
+    assert model_factory("mae_vit") is not mae_vit
+
+
+@pytest.mark.parametrize("lookup", [create_model, model_factory])
+def test_unknown_name_lists_known_models(lookup: Callable) -> None:
+    with pytest.raises(UnknownModelError) as info:
+        lookup("foo")
+    assert str(info.value) == f"unknown model 'foo'; known models: {', '.join(list_models())}"
+    assert isinstance(info.value, ValueError)
+
+
+# --- the contract every registered model follows ----------------------------------------
+
+
+def test_every_model_has_a_case() -> None:
+    assert set(list_models()) <= set(MODEL_CASES), "add a tiny ModelCase for each new model"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_factory_takes_annotated_keywords_with_defaults(name: str) -> None:
+    for param in inspect.signature(model_factory(name)).parameters.values():
+        assert param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY), param
+        assert param.default is not param.empty, f"{param.name} has no default"
+        assert param.annotation is not param.empty, f"{param.name} has no type hint"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_and_backward(name: str) -> None:
+    case = MODEL_CASES[name]
+    torch.manual_seed(0)
+    model = create_model(name, **case.kwargs)
+    out = model(case.batch())
+
+    loss = out["loss"]
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    # DDP only syncs gradients of the graph built inside forward.
+    assert loss.grad_fn is not None, "the loss must come from forward"
+    for key, value in out.items():
+        assert value.ndim == 0 and torch.isfinite(value), key
+        assert key == "loss" or not value.requires_grad, f"{key} must be detached"
+
+    loss.backward()
+    params = dict(model.named_parameters())
+    # DDP without find_unused_parameters needs a gradient for every parameter.
+    for param_name, param in params.items():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), param_name
+    assert params[case.patch_embed].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_validation_metrics_are_finite_and_reproducible(name: str) -> None:
+    case = MODEL_CASES[name]
+    torch.manual_seed(0)
+    model = create_model(name, **case.kwargs).eval()
+    batch = case.batch()
+    with torch.no_grad():
+        first = model.validation_metrics(batch, torch.Generator().manual_seed(7))
+        torch.rand(10)  # moves the global RNG: results must depend on the generator only
+        second = model.validation_metrics(batch, torch.Generator().manual_seed(7))
+
+    assert set(first) == case.validation_keys
+    for key, value in first.items():
+        assert value.ndim == 0 and torch.isfinite(value), key
+        assert torch.equal(value, second[key]), key
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_meta_device_construction_allocates_nothing(name: str) -> None:
+    with torch.device("meta"):
+        model = create_model(name, **MODEL_CASES[name].kwargs)
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+
+
+# --- spectral MAE ----------------------------------------------------------------------
+
+
+def tiny_mae(**overrides: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    kwargs = dict(size="tiny", img_size=16, in_chans=30, patch_size=4, spectral_patch=5)
+    return create_model("mae_vit", **{**kwargs, **overrides})
+
+
+def test_patchify_round_trip_with_30_bands() -> None:
+    model = tiny_mae()
+    cube = torch.randn(2, 30, 16, 16)
+    patches = model.patchify(cube)
+    assert patches.shape == (2, (30 // 5) * (16 // 4) ** 2, 5 * 4 * 4)
+    assert torch.equal(model.unpatchify(patches), cube)
+
+
+def test_patchify_token_order_matches_patch_embedding() -> None:
+    # The mask is drawn in the embedding's token order and the loss reads `patchify`'s;
+    # they agree only if the Conv3d is exactly a linear layer on `patchify` output.
+    model = tiny_mae()
+    cube = torch.randn(2, 30, 16, 16)
+    conv = model.patch_embed
+    embedded = conv(cube.unsqueeze(1)).flatten(2).transpose(1, 2)
+    linear = model.patchify(cube) @ conv.weight.flatten(1).T + conv.bias
+    torch.testing.assert_close(embedded, linear, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mask_ratio", [0.5, 0.75, 0.9])
+def test_random_masking_masks_the_requested_fraction(mask_ratio: float) -> None:
+    model = tiny_mae(mask_ratio=mask_ratio)
+    num_tokens, dim = 6 * 4 * 4, 3
+    tokens = torch.arange(4 * num_tokens * dim, dtype=torch.float32).reshape(4, num_tokens, dim)
+    kept, mask, ids_restore = model.random_masking(tokens, mask_ratio, torch.Generator().manual_seed(0))
+
+    num_kept = int(num_tokens * (1 - mask_ratio))
+    assert kept.shape == (4, num_kept, dim)
+    assert (mask.sum(1) == num_tokens - num_kept).all()
+    assert not torch.equal(mask[0], mask[1]), "masks are drawn per sample"
+    # The kept tokens are exactly the unmasked ones.
+    for sample in range(4):
+        assert torch.equal(kept[sample].sort(0).values, tokens[sample][mask[sample] == 0].sort(0).values)
+    assert ids_restore.sort(1).values.equal(torch.arange(num_tokens).expand(4, -1))
+
+
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_reconstruct_keeps_visible_pixels_and_masks_whole_patches(norm_pix_loss: bool) -> None:
+    model = tiny_mae(norm_pix_loss=norm_pix_loss).eval()
+    cube = torch.randn(2, 30, 16, 16)
+    recon, mask = model.reconstruct(cube, torch.Generator().manual_seed(0))
+    assert recon.shape == mask.shape == cube.shape
+    assert torch.equal(recon[mask == 0], cube[mask == 0])
+    assert mask.mean().item() == pytest.approx(1 - int(96 * 0.25) / 96)
+    patches = model.patchify(mask)
+    assert torch.equal(patches.amin(-1), patches.amax(-1)), "a patch is masked entirely or not at all"
+
+
+def test_norm_pix_loss_gives_finite_losses_and_metrics() -> None:
+    model = tiny_mae(norm_pix_loss=True)
+    batch = {"cube": torch.randn(2, 30, 16, 16)}
+    out = model(batch)
+    out["loss"].backward()
+    with torch.no_grad():
+        metrics = model.validation_metrics(batch, torch.Generator().manual_seed(0))
+    for key, value in {**out, **metrics}.items():
+        assert torch.isfinite(value), key
+
+
+@pytest.mark.parametrize("size", [5, 8, 16])
+def test_ssim_window_fits_small_crops(size: int) -> None:
+    # Default SSIM needs 11 px; smaller crops get the largest odd window that fits.
+    cube = torch.randn(2, 3, size, size)
+    psnr, ssim = band_image_metrics(cube + 0.1 * torch.randn_like(cube), cube)
+    assert torch.isfinite(psnr) and 0 < ssim < 1
+    assert band_image_metrics(cube, cube)[1].item() == pytest.approx(1.0)
+
+
+def test_parameter_counts_of_all_sizes_on_meta_device() -> None:
+    counts, encoder = {}, {}
+    for size in MAE_SIZE_NAMES:
+        with torch.device("meta"):
+            model = create_model("mae_vit", size=size, **FULL_MAE)
+        params = dict(model.named_parameters())
+        assert all(p.device.type == "meta" for p in params.values()), size
+        counts[size] = sum(p.numel() for p in params.values())
+        encoder[size] = sum(
+            p.numel() for n, p in params.items() if not n.startswith("decoder_") and n != "mask_token"
+        )
+    assert counts["tiny"] < counts["small"] < counts["base"]
+    assert counts["medium"] < counts["large"] < counts["huge"]
+    # A ViT block of width D holds 12 D^2 + 13 D weights: qkv 3D^2+3D, proj D^2+D,
+    # MLP 8D^2+5D, two LayerNorms 4D. ViT-Base's 12 blocks: ~85M; the patch embedding
+    # (25*25*5 inputs) adds a few percent.
+    depth, width = MAE_SIZES["base"].depth, MAE_SIZES["base"].embed_dim
+    expected = depth * (12 * width**2 + 13 * width)
+    assert encoder["base"] == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"size": "gigantic"}, r"size must be one of tiny, small, base, medium, large, huge"),
+        ({"img_size": 30, "patch_size": 8}, r"img_size must be divisible by patch_size=8"),
+        ({"patch_size": 0}, r"patch_size must be a positive integer"),
+        ({"in_chans": 31, "spectral_patch": 5}, r"in_chans must be divisible by spectral_patch=5"),
+        ({"mask_ratio": 0.0}, r"mask_ratio must be in \(0, 1\)"),
+        ({"mask_ratio": 1.0}, r"mask_ratio must be in \(0, 1\)"),
+        ({"mask_ratio": -0.5}, r"mask_ratio must be in \(0, 1\)"),
+        (
+            {"img_size": 8, "patch_size": 8, "in_chans": 5, "mask_ratio": 0.5},
+            r"mask_ratio=0.5 leaves no visible token",
+        ),
+        ({"loss_weights": {"l1": 1.0}}, r"unknown keys \['l1'\]; expected keys: mse, sam"),
+        ({"loss_weights": {"sam": -1.0}}, r"loss_weights must be >= 0"),
+        ({"decoder_dim": 100}, r"decoder_dim must be a positive multiple of the 3 decoder heads"),
+    ],
+)
+def test_invalid_arguments_raise_value_error(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_model("mae_vit", **overrides)
+
+
+def test_training_lowers_the_loss() -> None:
+    torch.manual_seed(0)
+    model = create_model("mae_vit", size="tiny", img_size=16, in_chans=8, patch_size=4, spectral_patch=2)
+    batch = {"cube": smooth_cube(batch=4)}
+
+    def validation_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            loss = model.validation_metrics(batch, torch.Generator().manual_seed(0))["loss"].item()
+        model.train()
+        return loss
+
+    before = validation_loss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    for _ in range(30):
+        optimizer.zero_grad()
+        model(batch)["loss"].backward()
+        optimizer.step()
+    assert validation_loss() < 0.7 * before

@@ -1,0 +1,112 @@
+"""A real search end to end: local Ray, Optuna TPE + ASHA, a real MLflow store, real HDF5 data."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from data import build_datasets
+from tests.specs import tiny_mae_spec, write_spec
+from trainables import load_config, load_model, load_spec
+from trainables.loop import evaluate
+from trainables.preflight import check_data_and_model, prepare_output
+from trainables.search import SearchOptions, run_search
+from trainables.spec import SearchSpec
+from trainables.tracking import END_TAG, TRIAL_ID_TAG
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+    folder = tmp_path_factory.mktemp("search")
+    spec, path = load_spec(str(write_spec(folder, tiny_mae_spec("itest"))))
+    check_data_and_model(spec, path.name)
+    out = folder / "out"
+    prepare_output(spec, out, resume=False)
+    printed: list[str] = []
+    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=printed.append)
+    return summary, out, "\n".join(printed)
+
+
+def test_summary_lists_every_trial_with_its_best_epoch(finished_search) -> None:
+    summary, out, _ = finished_search
+    assert json.loads((out / "summary.json").read_text()) == summary
+    trials = summary["trials"]
+    assert len(trials) == 4
+    for trial in trials:
+        assert set(trial) >= {"trial_id", "config", "status", "best_value", "best_epoch", "checkpoint"}
+        assert trial["status"] in ("finished", "stopped early")
+        assert set(trial["config"]) == {"model.args.size", "training.lr", "training.weight_decay", "model.args.mask_ratio",
+                                        "model.args.loss_weights.sam", "model.args.loss_weights.variance",
+                                        "model.args.loss_weights.range"}
+        assert 1 <= trial["best_epoch"] <= trial["epochs"] <= 3
+        assert Path(trial["checkpoint"]).is_dir()
+    # ASHA (grace 1, reduction 2, max_t 3) stops some trials early, and those end before the budget.
+    stopped = [t for t in trials if t["status"] == "stopped early"]
+    assert stopped and all(t["epochs"] < 3 for t in stopped)
+    best = summary["best"]
+    values = [t["best_value"] for t in trials]
+    assert best["value"] == min(values)
+    assert best["trial_id"] == next(t["trial_id"] for t in trials if t["best_value"] == min(values))
+
+
+def test_output_folder_holds_spec_tune_mlflow_and_best(finished_search) -> None:
+    _, out, printed = finished_search
+    assert (out / "spec.yaml").is_file() and (out / "tune").is_dir() and (out / "mlflow.db").is_file()
+    assert (out / "best" / "checkpoint.pt").is_file() and (out / "best" / "config.yaml").is_file()
+    assert "stopped early" in printed and "Best checkpoint:" in printed and str(out / "best") in printed
+
+
+def test_mlflow_has_a_parent_run_and_one_child_per_trial(finished_search) -> None:
+    summary, _, _ = finished_search
+    info = summary["mlflow"]
+    client = MlflowClient(info["tracking_uri"])
+    parent = client.get_run(info["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_value"] == pytest.approx(summary["best"]["value"])
+    assert parent.data.params["experiment"] == "itest"
+    children = client.search_runs([info["experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+    by_trial = {run.data.tags[TRIAL_ID_TAG]: run for run in children}
+    assert sorted(by_trial) == sorted(t["trial_id"] for t in summary["trials"])
+    for trial in summary["trials"]:
+        run = by_trial[trial["trial_id"]]
+        assert run.data.tags[END_TAG] == trial["status"]
+        assert run.data.params["training.lr"] == str(trial["config"]["training.lr"])
+        history = client.get_metric_history(run.info.run_id, "val_mse")
+        assert [m.step for m in history] == list(range(1, trial["epochs"] + 1))
+        assert min(m.value for m in history) == pytest.approx(trial["best_value"])
+    artifacts = [a.path for a in client.list_artifacts(info["parent_run_id"], "best_checkpoint")]
+    assert "best_checkpoint/checkpoint.pt" in artifacts
+
+
+def test_optuna_is_told_early_stopped_trials_were_pruned(finished_search) -> None:
+    summary, out, _ = finished_search
+    state_file = next((out / "tune").glob("searcher-state-*.pkl"))
+    searcher_state = pickle.loads(state_file.read_bytes())
+    study: optuna.Study = searcher_state["_ot_study"]
+    states = sorted(t.state.name for t in study.trials)
+    expected = sorted("PRUNED" if t["status"] == "stopped early" else "COMPLETE" for t in summary["trials"])
+    assert states == expected
+    completed = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    finished_best = [t["best_value"] for t in summary["trials"] if t["status"] == "finished"]
+    assert sorted(completed) == pytest.approx(sorted(finished_best))  # best epoch, not the last one
+
+
+def test_exported_checkpoint_loads_and_reproduces_its_metric(finished_search) -> None:
+    summary, out, _ = finished_search
+    model = load_model(out / "best")
+    spec = SearchSpec.model_validate(load_config(out / "best"))
+    _, val_set, _ = build_datasets(spec.data)
+    loader = torch.utils.data.DataLoader(val_set, batch_size=spec.training.batch_size)
+    torch.set_num_threads(1)
+    metrics = evaluate(model, loader, torch.device("cpu"))
+    assert metrics["mse"] == pytest.approx(summary["best"]["value"], rel=1e-4)
+    assert spec.model.args["size"] == summary["best"]["config"]["model.args.size"]

@@ -1,0 +1,174 @@
+"""Spec loading: overrides, resolution, and every validation error (one line, file + key + expectation)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.specs import PROJECT_ROOT, SEARCH_SPACES, tiny_mae_spec, write_spec
+from trainables.distributions import Choice, IntRange, LogUniform
+from trainables.spec import SpecError, load_spec, trial_spec
+
+
+def _with(raw: dict, path: str, value) -> dict:
+    raw = copy.deepcopy(raw)
+    node = raw
+    keys = path.split("/")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return raw
+
+
+_DELETE = object()
+
+# (case, path to change ("/"-separated), new value, text the error must contain)
+BAD_SPECS = [
+    ("unknown top-level key", "epochs", 3, "epochs: unknown key; expected one of:"),
+    ("unknown training key", "training/epoch", 3, "training.epoch: unknown key; expected one of: batch_size"),
+    ("wrong type", "training/epochs", "many", "training.epochs: Input should be a valid integer"),
+    ("non-positive", "training/batch_size", 0, "training.batch_size: Input should be greater than 0"),
+    ("bad literal", "training/optimizer", "adamax", "training.optimizer: Input should be 'adamw', 'adam' or 'sgd'"),
+    ("missing model", "model", _DELETE, "model: required key is missing"),
+    ("unknown model", "model/name", "resnet9000", "model.name: unknown model 'resnet9000'; known models: mae_vit"),
+    ("unknown model argument", "model/args/depth", 3, "model.args.depth: unknown argument of model 'mae_vit'"),
+    ("model argument type", "model/args/mask_ratio", "high", "model.args.mask_ratio: expected float"),
+    ("low > high", "search/training.lr", {"type": "uniform", "low": 0.1, "high": 0.01},
+     "search.training.lr: low must be < high"),
+    ("log with low <= 0", "search/training.lr", {"type": "loguniform", "low": 0.0, "high": 0.01},
+     "search.training.lr: low must be > 0 for loguniform (got 0.0)"),
+    ("int log with low <= 0", "search/training.batch_size", {"type": "int", "low": 0, "high": 8, "log": True},
+     "search.training.batch_size: low must be > 0 when log is true"),
+    ("unknown distribution", "search/training.lr", {"type": "normal", "low": 0.0, "high": 1.0},
+     "search.training.lr: unknown distribution type 'normal'; expected one of: uniform, loguniform, int, choice, grid"),
+    ("distribution without type", "search/training.lr", {"low": 0.0, "high": 1.0},
+     "search.training.lr: a distribution needs a type"),
+    ("empty choice", "search/model.args.size", {"type": "choice", "values": []},
+     "search.model.args.size.values: List should have at least 1 item"),
+    ("unknown distribution key", "search/training.lr", {"type": "uniform", "low": 0.1, "high": 0.2, "hi": 1},
+     "search.training.lr.hi: unknown key"),
+    ("searched value invalid", "search/training.epochs", {"type": "int", "low": 0, "high": 4},
+     "search.training.epochs: value 0 is not valid for training.epochs: Input should be greater than 0"),
+    ("search outside sections", "search/budget.trials", {"type": "int", "low": 1, "high": 4},
+     "search.budget.trials: a searched path starts with one of: model, training, data"),
+    ("grid with optuna", "search/training.batch_size", {"type": "grid", "values": [4, 8]},
+     "search.training.batch_size: grid values need searcher.type: random"),
+    ("missing data file", "data/path", "/nonexistent/cubes.h5",
+     "data.path: no such file or directory: /nonexistent/cubes.h5"),
+    ("unknown data key", "data/crops", 8, "data.crops: unknown key; expected one of: cache_dir, crop"),
+    ("data fraction range", "data/val_fraction", 1.5, "data.val_fraction: Input should be less than 1"),
+    ("resources on unsearched path", "resources/depends_on", "training.lr",
+     "resources.depends_on: expected a searched path with choice or grid values"),
+    ("bad experiment name", "experiment", "../escape", "experiment: String should match pattern"),
+]
+
+
+@pytest.mark.parametrize("case,path,value,expected", BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+def test_bad_spec_is_one_clear_line(tmp_path: Path, case: str, path: str, value, expected: str) -> None:
+    spec_file = write_spec(tmp_path, _with(tiny_mae_spec(), path, value), "bad.yaml")
+    with pytest.raises(SpecError) as caught:
+        load_spec(str(spec_file))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "bad.yaml: " in message, message
+    assert expected in message, message
+
+
+def test_not_yaml_names_the_line(tmp_path: Path) -> None:
+    spec_file = tmp_path / "broken.yaml"
+    spec_file.write_text("experiment: x\nmodel: {name: mae_vit\n")
+    with pytest.raises(SpecError, match=r"broken.yaml: line \d+: not valid YAML"):
+        load_spec(str(spec_file))
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    spec_file = tmp_path / "list.yaml"
+    spec_file.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="list.yaml: expected a mapping"):
+        load_spec(str(spec_file))
+
+
+def test_unknown_space_lists_known_ones() -> None:
+    with pytest.raises(SpecError, match=r"no_such_space.yaml: no such file .*mae_sizes.yaml"):
+        load_spec("no_such_space.yaml")
+
+
+def test_name_finds_search_spaces_file_and_resolves_defaults() -> None:
+    spec, path = load_spec("mae_sizes.yaml")
+    assert path == (SEARCH_SPACES / "mae_sizes.yaml").resolve()
+    assert spec.experiment == "mae_sizes"
+    assert spec.max_t == spec.training.epochs  # ASHA's max_t defaults to the epoch budget
+    assert isinstance(spec.search["training.lr"], LogUniform)
+    assert isinstance(spec.search["model.args.size"], Choice)
+
+
+def test_overrides_apply_with_file_validation(tmp_path: Path) -> None:
+    spec_file = write_spec(tmp_path, tiny_mae_spec())
+    spec, _ = load_spec(str(spec_file), [
+        "training.epochs=7",
+        "model.args.loss_weights.sam=0.25",
+        "search.training.lr.high=0.01",
+        "search.training.batch_size={type: int, low: 2, high: 8}",
+    ])
+    assert spec.training.epochs == 7
+    assert spec.model.args["loss_weights"]["sam"] == 0.25
+    assert spec.search["training.lr"].high == 0.01
+    assert isinstance(spec.search["training.batch_size"], IntRange)
+    with pytest.raises(SpecError, match=r"spec.yaml \(with --set training.epoch=3\): training.epoch: unknown key"):
+        load_spec(str(spec_file), ["training.epoch=3"])
+    with pytest.raises(SpecError, match="expected --set key.path=value"):
+        load_spec(str(spec_file), ["training.epochs"])
+
+
+def test_trial_spec_writes_sampled_values_into_the_resolved_spec(tmp_path: Path) -> None:
+    spec, _ = load_spec(str(write_spec(tmp_path, tiny_mae_spec())))
+    trial = trial_spec(spec, {"model.args.size": "small", "training.lr": 0.002, "model.args.loss_weights.sam": 0.3})
+    assert trial.model.args["size"] == "small"
+    assert trial.training.lr == 0.002
+    assert trial.model.args["loss_weights"] == {"mse": 1.0, "sam": 0.3, "variance": 0.05, "range": 0.05}
+    assert trial.search == {}
+
+
+def _launch(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "launch.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_input_exits_2_with_one_line_before_ray(tmp_path: Path) -> None:
+    spec_file = write_spec(tmp_path, _with(tiny_mae_spec(), "training/epochs", -1), "neg.yaml")
+    result = _launch("--space", str(spec_file), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "neg.yaml" in result.stderr and "training.epochs" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written, no cluster started
+
+
+def test_cli_corrupt_data_file_is_one_line(tmp_path: Path) -> None:
+    corrupt = tmp_path / "cubes.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00garbage" * 64)
+    spec_file = write_spec(tmp_path, _with(tiny_mae_spec(), "data/path", str(corrupt)))
+    result = _launch("--space", str(spec_file), "--dry-run")
+    assert result.returncode == 2
+    assert str(corrupt) in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_cli_dry_run_previews_without_ray(tmp_path: Path) -> None:
+    spec_file = write_spec(tmp_path, tiny_mae_spec())
+    result = _launch("--space", str(spec_file), "--dry-run", "--set", "budget.trials=5")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    resolved = yaml.safe_load(out.split("# Resolved spec\n")[1].split("\n# ")[0])
+    assert resolved["budget"]["trials"] == 5
+    assert out.count("\n1. ") == 1 and "\n3. model.args.size=" in out
+    assert "model.args.size='tiny': " in out and "model.args.size='small': " in out
+    assert "Ray cluster" not in out and "dashboard" not in out.lower()

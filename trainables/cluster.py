@@ -1,0 +1,41 @@
+"""Connecting to Ray: the embedded local cluster by default, an existing one with an address."""
+
+from __future__ import annotations
+
+import os
+
+# Set before Ray starts, so every worker process inherits them.
+RAY_ENV = {
+    # Trials must not change directory: relative paths in user code keep working.
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    # The legacy console engine takes a CLIReporter with short column names; the new one
+    # prints every config key in full and a result box per finished trial.
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # Keeping one best checkpoint forces a state snapshot at every checkpoint; cheap here.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[str | None, bool]:
+    """Start or join Ray; returns (dashboard address or None, whether this call started it).
+
+    A Ray already initialised in this process (a notebook, the test session) is used as is
+    and left running.
+    """
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return _dashboard_url(), False
+    # The dashboard listens on 127.0.0.1 only; token authentication (Ray's default) stays on.
+    context = ray.init(address=address, num_cpus=num_cpus, dashboard_host="127.0.0.1",
+                       logging_level="WARNING", configure_logging=True)
+    return getattr(context, "dashboard_url", None) or None, True
+
+
+def _dashboard_url() -> str | None:
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return getattr(node, "webui_url", None) if node is not None else None
