@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             print(preflight.dry_run_report(spec, out_dir))
             return 0
         resumed = preflight.prepare_output(spec, out_dir, args.resume)
+        if not resumed:
+            preflight.write_split_manifest(spec, out_dir)
         from trainables.search import SearchOptions, run_search
 
         summary = run_search(spec, SearchOptions(out_dir=out_dir, mlflow_uri=args.mlflow_uri, address=args.address,

@@ -15,7 +15,7 @@ from data import build_datasets
 from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_config, load_model, load_spec
 from trainables.loop import evaluate
-from trainables.preflight import check_data_and_model, prepare_output
+from trainables.preflight import check_data_and_model, prepare_output, write_split_manifest
 from trainables.search import SearchOptions, run_search
 from trainables.spec import SearchSpec
 from trainables.tracking import END_TAG, TRIAL_ID_TAG
@@ -30,6 +30,7 @@ def finished_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tu
     check_data_and_model(spec, path.name)
     out = folder / "out"
     prepare_output(spec, out, resume=False)
+    write_split_manifest(spec, out)
     printed: list[str] = []
     summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=printed.append)
     return summary, out, "\n".join(printed)
@@ -61,6 +62,8 @@ def test_output_folder_holds_spec_tune_mlflow_and_best(finished_search) -> None:
     _, out, printed = finished_search
     assert (out / "spec.yaml").is_file() and (out / "tune").is_dir() and (out / "mlflow.db").is_file()
     assert (out / "best" / "checkpoint.pt").is_file() and (out / "best" / "config.yaml").is_file()
+    split = json.loads((out / "split.json").read_text())
+    assert split["train"] and split["val"] and not {tuple(w) for w in split["train"]} & {tuple(w) for w in split["val"]}
     assert "stopped early" in printed and "Best checkpoint:" in printed and str(out / "best") in printed
 
 

@@ -13,6 +13,10 @@ RAY_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     # Keeping one best checkpoint forces a state snapshot at every checkpoint; cheap here.
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # How long Tune waits for a stopped trial's thread before reusing its actor; past it the
+    # next trial fails ("requires reset_config()"). The loop stops within one optimizer
+    # step, and a step of a large model on CPU (or a checkpoint write) can exceed the 2 s default.
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
 }
 
 

@@ -37,6 +37,17 @@ class TuneSession:
     def restored_checkpoint_dir(self) -> Path | None:
         return _local_copy(tune.get_checkpoint())
 
+    def stop_requested(self) -> bool:
+        # Tune runs a function trainable in a thread that keeps training after each report;
+        # when ASHA stops the trial, Tune sets this event and gives the thread 2 s
+        # (TUNE_FUNCTION_THREAD_TIMEOUT_S) to end before it reuses the actor. Checking it
+        # after every optimizer step ends a stopped trial within one step instead of one
+        # epoch, so no CPU goes to a trial already stopped. Ray has no public API for this.
+        from ray.train._internal.session import get_session
+
+        session = get_session()
+        return session is not None and session.stop_event.is_set()
+
 
 class TrainSession:
     """The loop's session on a Ray Train worker (DDP; every rank reports, rank 0 checkpoints)."""
@@ -52,6 +63,9 @@ class TrainSession:
 
     def restored_checkpoint_dir(self) -> Path | None:
         return _local_copy(train.get_checkpoint())
+
+    def stop_requested(self) -> bool:
+        return False  # Ray Train stops DDP workers itself
 
 
 def make_trial_driver(spec: SearchSpec, gpus: bool, storage_path: str) -> Callable[[dict[str, Any]], None]:

@@ -41,6 +41,8 @@ class Session(Protocol):
 
     def restored_checkpoint_dir(self) -> Path | None: ...
 
+    def stop_requested(self) -> bool: ...
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite: retrying from a checkpoint would diverge again."""
@@ -87,7 +89,9 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         result = _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg,
-                            steps_per_epoch, device, epoch)
+                            steps_per_epoch, device, epoch, session.stop_requested)
+        if result is None:  # the scheduler stopped this trial mid-epoch
+            return
         metrics = {f"train_{k}": v for k, v in result.train.items()}
         metrics.update({f"val_{k}": v for k, v in result.val.items()})
         if metric not in metrics:
@@ -151,7 +155,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
 
 
 def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg: TrainingSpec,
-               steps_per_epoch: int, device: torch.device, epoch: int) -> EpochResult:
+               steps_per_epoch: int, device: torch.device, epoch: int,
+               stop_requested: Callable[[], bool]) -> EpochResult | None:
+    """One epoch of training and validation; None if a stop was requested on the way."""
     wrapped.train()
     start = time.perf_counter()
     sums: dict[str, float] = {}
@@ -183,6 +189,8 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, s
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            if stop_requested():
+                return None
     train = {k: v / max(micro_batches, 1) for k, v in sums.items()}
     seconds = time.perf_counter() - start
     val = evaluate(model, val_loader, device)

@@ -10,13 +10,14 @@ from typing import Any
 import torch
 import yaml
 
-from data import DataError, build_datasets
+from data import DataError, build_datasets, make_split, prepare
 from models import create_model
 from trainables.distributions import Choice, Grid
 from trainables.resources import TrialResources, trial_resources
 from trainables.spec import SearchSpec, SpecError, trial_spec
 
 SPEC_FILE = "spec.yaml"
+SPLIT_FILE = "split.json"
 
 
 def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor]:
@@ -38,6 +39,14 @@ def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor
             raise SpecError(f"{where}: model{label}: does not fit the data sample "
                             f"{tuple(next(iter(sample.values())).shape)}: {detail}") from None
     return sample
+
+
+def write_split_manifest(spec: SearchSpec, out_dir: Path) -> Path:
+    """Record the train/validation split the trials use (each trial re-derives the same seeded
+    split from the data settings, so workers on other nodes need no shared file)."""
+    path = out_dir / SPLIT_FILE
+    make_split(prepare(spec.data), spec.data).to_json(path)
+    return path
 
 
 def model_variants(spec: SearchSpec) -> list[tuple[str, SearchSpec]]:

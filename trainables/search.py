@@ -41,7 +41,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.driver import make_trial_driver
     from trainables.resources import max_concurrent_trials, placement_for, unsatisfiable, use_gpus
     from trainables.searcher import build_scheduler, build_searcher
-    from trainables.summary import export_best, pick_best, summarize_trials, write_summary
+    from trainables.summary import TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials, write_summary
     from trainables.tracking import SearchTracker, local_tracking_uri, ui_command
 
     dashboard_url, started_here = connect(options.address)
@@ -81,7 +81,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                     # A one-worker trial runs in the trial actor; reusing it saves 1.5-3 s per trial.
                     reuse_actors=True,
                     trial_name_creator=lambda trial: trial.trial_id,
-                    trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+                    trial_dirname_creator=lambda trial: f"{TRIAL_DIR_PREFIX}{trial.trial_id}",
                 ),
                 run_config=tune.RunConfig(
                     name=TUNE_DIR,

@@ -20,6 +20,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from trainables.checkpoints import CONFIG_FILE, STATE_FILE
 
 FINISHED, STOPPED_EARLY, FAILED = "finished", "stopped early", "failed"
+TRIAL_DIR_PREFIX = "trial_"  # Tune's trial folders are named TRIAL_DIR_PREFIX + trial id
 
 
 @dataclass
@@ -85,7 +86,9 @@ def write_summary(out_dir: Path, trials: list[TrialSummary], best: TrialSummary 
 def _summarize(result: Any, metric: str, mode: str) -> TrialSummary:
     frame = result.metrics_dataframe
     last = result.metrics or {}
-    trial_id = last.get("trial_id") or Path(result.path).name
+    # From the folder name: a trial that failed before its first report has no metrics
+    # of its own to carry the id.
+    trial_id = Path(result.path).name.removeprefix(TRIAL_DIR_PREFIX)
     config = dict(result.config or {})
     rows = [] if frame is None or metric not in getattr(frame, "columns", ()) else frame.to_dict("records")
     rows = [r for r in rows if _is_number(r.get(metric))]
