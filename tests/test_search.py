@@ -113,3 +113,22 @@ def test_exported_checkpoint_loads_and_reproduces_its_metric(finished_search) ->
     metrics = evaluate(model, loader, torch.device("cpu"))
     assert metrics["mse"] == pytest.approx(summary["best"]["value"], rel=1e-4)
     assert spec.model.args["size"] == summary["best"]["config"]["model.args.size"]
+
+
+def test_multi_worker_trial_trains_with_ddp_under_torch_trainer(ray_cluster, tmp_path: Path) -> None:
+    raw = tiny_mae_spec("ddp")
+    raw["search"] = {"training.lr": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-3}}
+    raw["scheduler"] = {"type": "none"}
+    raw["resources"] = {"workers": 2, "cpus_per_worker": 1}
+    raw["budget"] = {"trials": 1}
+    raw["training"]["epochs"] = 2
+    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    (trial,) = summary["trials"]
+    assert trial["status"] == "finished" and trial["epochs"] == 2
+    # The checkpoint was written by rank 0 of a Ray Train run (not by the Tune trial itself).
+    assert f"ddp-{trial['trial_id']}" in trial["checkpoint"]
+    assert load_config(out / "best")["resources"]["workers"] == 2
+    assert isinstance(load_model(out / "best"), torch.nn.Module)

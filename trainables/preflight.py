@@ -18,6 +18,7 @@ from trainables.spec import SearchSpec, SpecError, trial_spec
 
 SPEC_FILE = "spec.yaml"
 SPLIT_FILE = "split.json"
+TUNE_DIR = "tune"  # Tune's experiment folder inside the output folder
 
 
 def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor]:
@@ -104,11 +105,14 @@ def prepare_output(spec: SearchSpec, out_dir: Path, resume: bool) -> bool:
     """
     resolved = resolved_yaml(spec)
     spec_path = out_dir / SPEC_FILE
-    if spec_path.exists():
+    # A folder whose search never started (only the spec and split written, say a failed
+    # resource check) is taken over; one with trials in it is resumed or refused.
+    started = (out_dir / TUNE_DIR).exists() or (out_dir / "summary.json").exists()
+    if started:
         if not resume:
             raise SpecError(f"{out_dir}: already holds a search; pass --resume to continue it, "
                             f"or choose another folder with --out")
-        if spec_path.read_text() != resolved:
+        if not spec_path.exists() or spec_path.read_text() != resolved:
             raise SpecError(f"{out_dir}: holds a search with a different spec ({spec_path}); "
                             f"choose another folder with --out")
         return True

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from trainables.preflight import SPEC_FILE
+from trainables.preflight import SPEC_FILE, TUNE_DIR
 from trainables.spec import SearchSpec, SpecError
 
-TUNE_DIR = "tune"
 STATE_FILE = "search_state.json"  # the MLflow parent run a resumed search reuses
 
 

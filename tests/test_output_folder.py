@@ -1,0 +1,68 @@
+"""The output folder: never written over, resumed only with the same spec, unwritable named."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.specs import tiny_mae_spec, write_spec
+from trainables.preflight import SPEC_FILE, TUNE_DIR, prepare_output
+from trainables.spec import SpecError, load_spec
+
+
+@pytest.fixture
+def spec(tmp_path: Path):
+    return load_spec(str(write_spec(tmp_path, tiny_mae_spec())))[0]
+
+
+def test_new_folder_gets_the_resolved_spec(spec, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert prepare_output(spec, out, resume=False) is False
+    assert "experiment: tiny" in (out / SPEC_FILE).read_text()
+
+
+def test_started_search_is_refused_without_resume_and_kept(spec, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    (out / TUNE_DIR).mkdir()
+    (out / TUNE_DIR / "trial-result.json").write_text("{}")
+    with pytest.raises(SpecError, match="already holds a search; pass --resume"):
+        prepare_output(spec, out, resume=False)
+    assert (out / TUNE_DIR / "trial-result.json").read_text() == "{}"
+    assert prepare_output(spec, out, resume=True) is True
+
+
+def test_resume_with_a_different_spec_is_refused(spec, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    (out / TUNE_DIR).mkdir()
+    other = spec.model_copy(update={"description": "changed"})
+    with pytest.raises(SpecError, match="holds a search with a different spec"):
+        prepare_output(other, out, resume=True)
+    assert "changed" not in (out / SPEC_FILE).read_text()
+
+
+def test_folder_of_a_search_that_never_started_is_taken_over(spec, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    other = spec.model_copy(update={"description": "second try"})
+    assert prepare_output(other, out, resume=False) is False
+    assert "second try" in (out / SPEC_FILE).read_text()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
+def test_unwritable_folder_is_one_line(spec, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(SpecError, match="output folder is not writable"):
+        prepare_output(spec, locked / "out", resume=False)
+
+
+def test_output_under_a_file_is_one_line(spec, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SpecError, match="a-file/out: output folder is not writable"):
+        prepare_output(spec, blocker / "out", resume=False)
