@@ -9,10 +9,14 @@ from data.hyperspectral import (
     build_datasets,
     prepare,
 )
+from data.kinds import DataConfig, DataSplits, build_splits
 from data.splits import SplitManifest, make_split
 
 __all__ = [
+    "DataConfig",
     "DataError",
+    "DataSplits",
+    "build_splits",
     "HyperspectralCrops",
     "HyperspectralDataConfig",
     "PreparedData",

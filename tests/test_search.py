@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from data import build_datasets
+from data import build_splits
 from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_config, load_model, load_spec
 from trainables.loop import evaluate
@@ -107,8 +107,7 @@ def test_exported_checkpoint_loads_and_reproduces_its_metric(finished_search) ->
     summary, out, _ = finished_search
     model = load_model(out / "best")
     spec = SearchSpec.model_validate(load_config(out / "best"))
-    _, val_set, _ = build_datasets(spec.data)
-    loader = torch.utils.data.DataLoader(val_set, batch_size=spec.training.batch_size)
+    loader = torch.utils.data.DataLoader(build_splits(spec.data).val, batch_size=spec.training.batch_size)
     torch.set_num_threads(1)
     metrics = evaluate(model, loader, torch.device("cpu"))
     assert metrics["mse"] == pytest.approx(summary["best"]["value"], rel=1e-4)

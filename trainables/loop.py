@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from data import build_datasets
+from data import build_splits
 from models import create_model
 from trainables.checkpoints import load_state, save_checkpoint
 from trainables.spec import SearchSpec, TrainingSpec
@@ -63,9 +63,14 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     device = _device(session)
 
-    train_set, val_set, _ = build_datasets(spec.data)
-    train_loader, val_loader = _loaders(train_set, val_set, spec, session)
-    model = create_model(spec.model.name, **spec.model.args).to(device)
+    splits = build_splits(spec.data)
+    train_loader, val_loader = _loaders(splits.train, splits.val, spec, session)
+    model = create_model(spec.model.name, **spec.model.args)
+    if hasattr(model, "fit_to_data"):
+        # Optional hook: statistics of the training data the model keeps (class weights from
+        # the labels, say), computed before the first step and saved with its weights.
+        model.fit_to_data(splits.train)
+    model = model.to(device)
     wrapped = _wrap_ddp(model, session, device)
     steps_per_epoch = _steps_per_epoch(len(train_loader), cfg)
     optimizer = _optimizer(model, cfg)
@@ -88,6 +93,9 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
     for epoch in range(start_epoch, cfg.epochs + 1):
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
+        if hasattr(model, "on_epoch_start"):
+            # Optional hook: schedules the model owns (unfreezing a backbone after k epochs, say).
+            model.on_epoch_start(epoch, cfg.epochs)
         result = _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg,
                             steps_per_epoch, device, epoch, session.stop_requested)
         if result is None:  # the scheduler stopped this trial mid-epoch
@@ -227,7 +235,10 @@ def _wrap_ddp(model: torch.nn.Module, session: Session, device: torch.device) ->
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # A model that freezes parts of itself for some epochs says so: DDP must then expect
+    # parameters that get no gradient.
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=getattr(model, "ddp_find_unused_parameters", False))
 
 
 def _steps_per_epoch(micro_batches: int, cfg: TrainingSpec) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import yaml
 
-from data import DataError, build_datasets, make_split, prepare
+from data import DataError, build_splits
 from models import create_model
 from trainables.distributions import Choice, Grid
 from trainables.resources import TrialResources, trial_resources
@@ -25,8 +25,7 @@ def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor
     """Prepare the data (generating synthetic data on first use) and run every model variant
     the search can sample on the meta device against a real sample's shape. Returns the sample."""
     try:
-        train_set, _, _ = build_datasets(spec.data)
-        sample = train_set[0]
+        sample = build_splits(spec.data).train[0]
     except DataError as exc:
         raise SpecError(f"{where}: data: {exc}") from None
     batch = {k: v.unsqueeze(0).to("meta") for k, v in sample.items() if torch.is_tensor(v)}
@@ -46,7 +45,7 @@ def write_split_manifest(spec: SearchSpec, out_dir: Path) -> Path:
     """Record the train/validation split the trials use (each trial re-derives the same seeded
     split from the data settings, so workers on other nodes need no shared file)."""
     path = out_dir / SPLIT_FILE
-    make_split(prepare(spec.data), spec.data).to_json(path)
+    build_splits(spec.data).manifest.to_json(path)
     return path
 
 

@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
 )
 
-from data import HyperspectralDataConfig
+from data import DataConfig, HyperspectralDataConfig
 from trainables.distributions import DISTRIBUTION_TYPES, Choice, Distribution, Grid
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ class SearchSpec(_Section):
     metric: str = "val_loss"  # reported each epoch; "val_" + a model validation metric
     mode: Literal["min", "max"] = "min"
     model: ModelSpec
-    data: HyperspectralDataConfig = HyperspectralDataConfig()
+    data: DataConfig = Field(default_factory=HyperspectralDataConfig)  # a `kind` from data.kinds
     training: TrainingSpec = TrainingSpec()
     search: dict[str, Distribution] = {}  # dotted path -> distribution
     searcher: SearcherSpec = SearcherSpec()
