@@ -21,6 +21,10 @@ def ray_cluster(data_cache: Path):
     """A real local Ray cluster, started once (5-10 s) and shared by every integration test."""
     import ray
 
+    # Trial processes import test-only models (tests/fault_models.py) through `imports`.
+    root = str(Path(__file__).resolve().parent.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+
     from trainables.cluster import connect
 
     connect(num_cpus=2)

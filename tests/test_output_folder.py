@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.specs import tiny_mae_spec, write_spec
-from trainables.preflight import SPEC_FILE, TUNE_DIR, prepare_output
+from trainables.preflight import SPEC_FILE, SUMMARY_FILE, TUNE_DIR, prepare_output
 from trainables.spec import SpecError, load_spec
 
 
@@ -23,15 +23,24 @@ def test_new_folder_gets_the_resolved_spec(spec, tmp_path: Path) -> None:
     assert "experiment: tiny" in (out / SPEC_FILE).read_text()
 
 
-def test_started_search_is_refused_without_resume_and_kept(spec, tmp_path: Path) -> None:
+def test_interrupted_search_is_continued_and_kept(spec, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_output(spec, out, resume=False)
     (out / TUNE_DIR).mkdir()
     (out / TUNE_DIR / "trial-result.json").write_text("{}")
-    with pytest.raises(SpecError, match="already holds a search; pass --resume"):
-        prepare_output(spec, out, resume=False)
+    assert prepare_output(spec, out, resume=False) is True
     assert (out / TUNE_DIR / "trial-result.json").read_text() == "{}"
+
+
+def test_finished_search_is_reopened_only_with_resume(spec, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    (out / TUNE_DIR).mkdir()
+    (out / SUMMARY_FILE).write_text("{}")
+    with pytest.raises(SpecError, match="holds a finished search .*pass --resume"):
+        prepare_output(spec, out, resume=False)
     assert prepare_output(spec, out, resume=True) is True
+    assert (out / SUMMARY_FILE).read_text() == "{}"
 
 
 def test_resume_with_a_different_spec_is_refused(spec, tmp_path: Path) -> None:
@@ -39,8 +48,9 @@ def test_resume_with_a_different_spec_is_refused(spec, tmp_path: Path) -> None:
     prepare_output(spec, out, resume=False)
     (out / TUNE_DIR).mkdir()
     other = spec.model_copy(update={"description": "changed"})
-    with pytest.raises(SpecError, match="holds a search with a different spec"):
-        prepare_output(other, out, resume=True)
+    for resume in (False, True):
+        with pytest.raises(SpecError, match="holds a search with a different spec"):
+            prepare_output(other, out, resume=resume)
     assert "changed" not in (out / SPEC_FILE).read_text()
 
 

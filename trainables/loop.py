@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from data import build_splits
 from models import create_model
@@ -91,13 +91,19 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
     metric = spec.metric
     sign = 1.0 if spec.mode == "min" else -1.0
     for epoch in range(start_epoch, cfg.epochs + 1):
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
+        train_loader.sampler.set_epoch(epoch)
         if hasattr(model, "on_epoch_start"):
             # Optional hook: schedules the model owns (unfreezing a backbone after k epochs, say).
             model.on_epoch_start(epoch, cfg.epochs)
-        result = _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg,
-                            steps_per_epoch, device, epoch, session.stop_requested)
+        try:
+            result = _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg,
+                                steps_per_epoch, device, epoch, session.stop_requested)
+        except NonFiniteLossError as exc:
+            # Not an error to retry: the same weights diverge again. The trial ends as failed
+            # (NaN metric, no checkpoint) and the search goes on.
+            session.report({metric: float("nan"), "epoch": epoch, "finished": True, "failed": True,
+                            "stop_reason": str(exc), "resumed_from_epoch": start_epoch - 1}, None)
+            return
         if result is None:  # the scheduler stopped this trial mid-epoch
             return
         metrics = {f"train_{k}": v for k, v in result.train.items()}
@@ -122,6 +128,9 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
             # terms (full budget or patience) rather than being stopped by ASHA.
             finished=finished,
             stop_reason="patience" if patience_hit and epoch < cfg.epochs else ("budget" if finished else ""),
+            failed=False,
+            # 0 for a fresh start; the checkpoint's epoch when a retry or resume continued from one.
+            resumed_from_epoch=start_epoch - 1,
         )
         state = {
             "model": model.state_dict(),
@@ -183,7 +192,7 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, s
         with sync, _autocast(cfg, device):
             out = wrapped(batch)
             loss = out["loss"]
-        if not torch.isfinite(loss):
+        if _any_rank(not torch.isfinite(loss).item(), device):  # every rank stops together
             raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch}, micro-batch {micro_batches}")
         scaler.scale(loss / cfg.grad_accum_steps).backward()
         for key, value in out.items():
@@ -199,10 +208,27 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, s
             scheduler.step()
             if stop_requested():
                 return None
-    train = {k: v / max(micro_batches, 1) for k, v in sums.items()}
+    train = _mean_across_ranks({k: v / max(micro_batches, 1) for k, v in sums.items()}, device)
     seconds = time.perf_counter() - start
     val = evaluate(model, val_loader, device)
     return EpochResult(train=train, val=val, samples=samples, seconds=seconds)
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    packed = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return bool(packed.item())
+
+
+def _mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    if not (dist.is_available() and dist.is_initialized()) or not values:
+        return values
+    keys = sorted(values)
+    packed = torch.tensor([values[k] for k in keys], device=device, dtype=torch.float64)
+    dist.all_reduce(packed)
+    return {k: float(packed[i]) / dist.get_world_size() for i, k in enumerate(keys)}
 
 
 def _device(session: Session) -> torch.device:
@@ -217,17 +243,15 @@ def _loaders(train_set: Dataset, val_set: Dataset, spec: SearchSpec, session: Se
     workers = spec.data.loader_workers
     common = dict(batch_size=cfg.batch_size, num_workers=workers, persistent_workers=workers > 0,
                   pin_memory=torch.cuda.is_available())
-    if session.world_size > 1:
-        train_sampler = DistributedSampler(train_set, num_replicas=session.world_size, rank=session.rank,
-                                           shuffle=True, seed=cfg.seed, drop_last=True)
-        val_sampler = DistributedSampler(val_set, num_replicas=session.world_size, rank=session.rank,
-                                         shuffle=False, drop_last=False)
-        return (DataLoader(train_set, sampler=train_sampler, drop_last=True, **common),
-                DataLoader(val_set, sampler=val_sampler, **common))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    return (DataLoader(train_set, shuffle=True, drop_last=len(train_set) >= cfg.batch_size,
-                       generator=generator, **common),
-            DataLoader(val_set, shuffle=False, **common))
+    # One seeded permutation per epoch, dealt round-robin to the ranks: the union of the
+    # ranks' batches at a step is exactly one worker's batch of batch_size * workers, so
+    # 2 workers at batch b follow the same trajectory as 1 worker at batch 2b.
+    train_sampler = DistributedSampler(train_set, num_replicas=session.world_size, rank=session.rank,
+                                       shuffle=True, seed=cfg.seed, drop_last=True)
+    # Validation: a disjoint shard per rank (no padding duplicates); evaluate() weights by count.
+    val_shard = Subset(val_set, range(session.rank, len(val_set), session.world_size))
+    return (DataLoader(train_set, sampler=train_sampler, drop_last=len(train_sampler) >= cfg.batch_size, **common),
+            DataLoader(val_shard, shuffle=False, **common))
 
 
 def _wrap_ddp(model: torch.nn.Module, session: Session, device: torch.device) -> torch.nn.Module:

@@ -19,6 +19,7 @@ from trainables.spec import SearchSpec, SpecError, trial_spec
 SPEC_FILE = "spec.yaml"
 SPLIT_FILE = "split.json"
 TUNE_DIR = "tune"  # Tune's experiment folder inside the output folder
+SUMMARY_FILE = "summary.json"
 
 
 def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor]:
@@ -97,23 +98,23 @@ def sample_configs(spec: SearchSpec, count: int) -> list[dict[str, Any]]:
 
 
 def prepare_output(spec: SearchSpec, out_dir: Path, resume: bool) -> bool:
-    """Make (or reopen) the search's folder; returns True when resuming an earlier search there.
+    """Make (or reopen) the search's folder; returns True when continuing a search there.
 
-    An existing folder is never written over: it is resumed only with ``resume`` and only if
-    it holds the same spec.
+    Nothing in an existing folder is written over. A search that was interrupted (trials
+    there, no summary yet) with the same spec is continued, as with ``resume``; a finished
+    one is reopened only with ``resume``; one with a different spec is refused. A folder
+    whose search never started (only the spec written, say a failed resource check) is
+    taken over.
     """
     resolved = resolved_yaml(spec)
     spec_path = out_dir / SPEC_FILE
-    # A folder whose search never started (only the spec and split written, say a failed
-    # resource check) is taken over; one with trials in it is resumed or refused.
-    started = (out_dir / TUNE_DIR).exists() or (out_dir / "summary.json").exists()
-    if started:
-        if not resume:
-            raise SpecError(f"{out_dir}: already holds a search; pass --resume to continue it, "
-                            f"or choose another folder with --out")
+    if (out_dir / TUNE_DIR).exists():
         if not spec_path.exists() or spec_path.read_text() != resolved:
             raise SpecError(f"{out_dir}: holds a search with a different spec ({spec_path}); "
                             f"choose another folder with --out")
+        if (out_dir / SUMMARY_FILE).exists() and not resume:
+            raise SpecError(f"{out_dir}: holds a finished search ({out_dir / SUMMARY_FILE}); "
+                            f"pass --resume to reopen it, or choose another folder with --out")
         return True
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                     checkpoint_config=tune.CheckpointConfig(
                         num_to_keep=1, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
                     ),
+                    failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
                     verbose=options.verbose,
                     progress_reporter=progress_reporter(spec),
                 ),

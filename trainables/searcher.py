@@ -18,13 +18,15 @@ class PruneAwareOptunaSearch(OptunaSearch):
     Ray's OptunaSearch records a trial that ASHA stopped as COMPLETE with its last,
     low-fidelity score, which TPE then trusts as if it had trained to the full budget. Here
     such a trial is told as PRUNED (its per-epoch values were already reported as
-    intermediate values, which TPE uses), and a trial that did finish is told its best
-    epoch's value rather than its last.
+    intermediate values, which TPE uses), a trial that did finish is told its best
+    epoch's value rather than its last, and one whose loss diverged is told FAIL.
     """
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
+        if result and result.get("failed"):  # a NaN loss: the loop ended the trial as failed
+            return super().on_trial_complete(trial_id, None, error=True)
         if result and not error and not result.get("finished", False):
             self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
             self._completed_trials.add(trial_id)

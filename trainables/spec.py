@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     TypeAdapter,
@@ -81,6 +83,7 @@ class SchedulerSpec(_Section):
 class BudgetSpec(_Section):
     trials: PositiveInt = 10  # number of sampled configurations (per grid point with grid values)
     time_limit_minutes: PositiveFloat | None = None  # stop the whole search after this long
+    max_failures: NonNegativeInt = 2  # retries of a trial that raised or lost a worker, from its last checkpoint
     max_concurrent: PositiveInt | None = None  # default: what the cluster can run at once
 
 
@@ -102,6 +105,9 @@ class ResourcesSpec(_Section):
 class SearchSpec(_Section):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # also the results folder name
     description: str = ""
+    # Python modules imported (on the driver and in every trial) before models and data are
+    # built: where your own @register_model factories live, e.g. [my_project.models].
+    imports: list[str] = []
     metric: str = "val_loss"  # reported each epoch; "val_" + a model validation metric
     mode: Literal["min", "max"] = "min"
     model: ModelSpec
@@ -160,6 +166,11 @@ def load_spec(name_or_path: str, overrides: list[str] = ()) -> tuple[SearchSpec,
 def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     """Validate a raw spec dict; every failure is a one-line ``SpecError``."""
     spec = _parse(raw, where)
+    for index, module in enumerate(spec.imports):
+        try:
+            import_module(module)
+        except ImportError as exc:
+            raise SpecError(f"{where}: imports.{index}: cannot import {module!r} ({exc})") from None
     _check_model(spec.model, where, "model")
     _check_search(spec, raw, where)
     _check_resources(spec, where)
@@ -169,7 +180,10 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
 
 
 def trial_spec(spec: SearchSpec, sampled: dict[str, Any]) -> SearchSpec:
-    """The spec one trial runs: the resolved spec with the sampled values written in."""
+    """The spec one trial runs: the resolved spec with the sampled values written in (and its
+    ``imports`` imported, since a trial may run in a fresh process)."""
+    for module in spec.imports:
+        import_module(module)
     raw = spec.model_dump(mode="json")
     for path, value in sampled.items():
         set_path(raw, path, value)

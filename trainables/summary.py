@@ -18,6 +18,7 @@ from ray.tune import ResultGrid
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from trainables.checkpoints import CONFIG_FILE, STATE_FILE
+from trainables.preflight import SUMMARY_FILE
 
 FINISHED, STOPPED_EARLY, FAILED = "finished", "stopped early", "failed"
 TRIAL_DIR_PREFIX = "trial_"  # Tune's trial folders are named TRIAL_DIR_PREFIX + trial id
@@ -33,6 +34,8 @@ class TrialSummary:
     best_value: float | None
     best_epoch: int | None
     checkpoint: str | None  # the best epoch's checkpoint folder
+    failures: int  # crashes that were retried (or that ended it, for status failed)
+    last_failure: str | None  # the last crash's last line
 
 
 def summarize_trials(results: ResultGrid, metric: str, mode: str) -> list[TrialSummary]:
@@ -76,7 +79,7 @@ def write_summary(out_dir: Path, trials: list[TrialSummary], best: TrialSummary 
         },
         "mlflow": mlflow_info,
     }
-    path = out_dir / "summary.json"
+    path = out_dir / SUMMARY_FILE
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=str))
     tmp.replace(path)  # atomic: scripts never read half a summary
@@ -97,10 +100,13 @@ def _summarize(result: Any, metric: str, mode: str) -> TrialSummary:
         best_row = (min if mode == "min" else max)(rows, key=lambda r: r[metric])
     if result.error is not None:
         status, reason = FAILED, _error_line(result.error)
+    elif last.get("failed"):
+        status, reason = FAILED, last.get("stop_reason") or "failed"
     elif last.get("finished"):
         status, reason = FINISHED, last.get("stop_reason") or "budget"
     else:
         status, reason = STOPPED_EARLY, "scheduler"
+    failures = _failures(Path(result.path))
     return TrialSummary(
         trial_id=trial_id,
         config=config,
@@ -110,6 +116,8 @@ def _summarize(result: Any, metric: str, mode: str) -> TrialSummary:
         best_value=None if best_row is None else float(best_row[metric]),
         best_epoch=None if best_row is None else int(best_row.get("epoch", best_row.get("training_iteration"))),
         checkpoint=_checkpoint_for(result, best_row, metric),
+        failures=len(failures),
+        last_failure=failures[-1] if failures else None,
     )
 
 
@@ -124,6 +132,19 @@ def _checkpoint_for(result: Any, best_row: dict[str, Any] | None, metric: str) -
         if metrics.get("epoch") == best_row.get("epoch"):
             return checkpoint.path
     return None
+
+
+def _failures(trial_dir: Path) -> list[str]:
+    """Each crash's last line, from the error.txt Tune appends to at every failure (kept
+    after a successful retry, unlike Result.error)."""
+    path = trial_dir / "error.txt"
+    if not path.exists():
+        return []
+    failures = []
+    for block in path.read_text().split("Failure # ")[1:]:
+        lines = [line for line in block.strip().splitlines()[1:] if line.strip()]
+        failures.append(lines[-1][:500] if lines else "unknown error")
+    return failures
 
 
 def _error_line(error: BaseException) -> str:

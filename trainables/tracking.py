@@ -21,6 +21,7 @@ from ray.tune import Callback
 TRIAL_ID_TAG = "hpsearch.trial_id"
 END_TAG = "hpsearch.end"  # finished | stopped early | failed
 REASON_TAG = "hpsearch.reason"
+RETRIES_TAG = "hpsearch.retries"  # crashes of the trial that were retried
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
 
 
@@ -134,11 +135,21 @@ class TrialRunsCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
+        if last.get("failed"):
+            self._end(trial, "failed", last.get("stop_reason") or "failed", RunStatus.FAILED)
+            return
         if last.get("finished"):
             end, reason = "finished", last.get("stop_reason") or "budget"
         else:
             end, reason = "stopped early", "stopped by the scheduler (ASHA) or the search time limit"
         self._end(trial, end, reason, RunStatus.FINISHED)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        self.client.log_batch(run_id, tags=[RunTag(RETRIES_TAG, str(trial.num_failures)),
+                                            RunTag("hpsearch.last_failure", _error_line(trial)[:5000])])
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "failed", _error_line(trial), RunStatus.FAILED)

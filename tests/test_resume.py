@@ -1,0 +1,99 @@
+"""kill -9 the launch process mid-search, run the same command again: the search continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+from trainables.tracking import TRIAL_ID_TAG
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 6
+EPOCHS = 4
+
+
+def _results(out: Path) -> dict[str, list[dict]]:
+    """Every trial's reported results so far, from Tune's result.json files."""
+    found = {}
+    for path in (out / "tune").glob("trial_*/result.json"):
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        found[path.parent.name.removeprefix("trial_")] = [json.loads(line) for line in lines]
+    return found
+
+
+def _launch(spec_file: Path, out: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out), "--quiet"],
+        cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,  # its own process group: kill -9 takes the embedded Ray with it
+    )
+
+
+def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
+    raw = tiny_mae_spec("resume")
+    raw["search"]["model.args.size"] = {"type": "choice", "values": ["small"]}
+    raw["training"].update(epochs=EPOCHS, max_steps_per_epoch=6)
+    raw["scheduler"] = {"type": "none"}  # every trial runs its full budget: a clean count
+    raw["budget"] = {"trials": TRIALS, "max_concurrent": 2}
+    spec_file = write_spec(tmp_path, raw)
+    out = tmp_path / "out"
+
+    first = _launch(spec_file, out, tmp_path / "first.log")
+    deadline = time.monotonic() + 240
+    while True:
+        assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+        assert first.poll() is None, "the search ended before it could be killed"
+        results = _results(out)
+        finished = [t for t, rows in results.items() if rows and rows[-1].get("finished")]
+        running = [t for t, rows in results.items() if rows and not rows[-1].get("finished")]
+        if len(finished) >= 2 and running:
+            break
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    interrupted = set(running)
+    done_before = set(finished)
+    time.sleep(2)  # let the killed Ray processes go
+
+    second = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out), "--quiet"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "Resuming the search" in second.stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["trials"]) == TRIALS
+    assert all(t["status"] == "finished" and t["epochs"] == EPOCHS for t in summary["trials"])
+    results = _results(out)
+    for trial_id in done_before:  # finished trials were kept, not run again
+        assert [r["epoch"] for r in results[trial_id]] == list(range(1, EPOCHS + 1))
+    for trial_id in interrupted:  # unfinished ones continued from their last checkpoint
+        last = results[trial_id][-1]
+        assert last["epoch"] == EPOCHS
+        assert last["resumed_from_epoch"] >= 1, results[trial_id]
+
+    info = summary["mlflow"]
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+    assert sorted(r.data.tags[TRIAL_ID_TAG] for r in runs) == sorted(t["trial_id"] for t in summary["trials"])
+    assert len(client.search_runs([info["experiment_id"]], filter_string="tags.`hpsearch.role` = 'search'")) == 1
+
+    # Optuna kept its history: one study trial per search trial, none asked twice.
+    state_file = max((out / "tune").glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    study = pickle.loads(state_file.read_bytes())["_ot_study"]
+    assert len(study.trials) == TRIALS
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
