@@ -1,4 +1,5 @@
-"""Command line: `python launch.py --space mae_sizes.yaml [--set key=value ...] [--dry-run]`.
+"""Command line: `python launch.py --space mae_sizes.yaml [--set key=value ...] [--dry-run]`,
+and `python launch.py sync OUT` to send MLflow what it missed while unreachable.
 
 Parses arguments, loads and checks the spec, then hands over to trainables.search. Every
 input problem ends here as one line on stderr and exit status 2, before Ray starts.
@@ -30,7 +31,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def sync(argv: list[str]) -> int:
+    """`python launch.py sync OUT`: send the MLflow writes a search kept while the server was down."""
+    parser = argparse.ArgumentParser(prog="launch.py sync", description=sync.__doc__)
+    parser.add_argument("out", type=Path, help="the output folder of a search")
+    out = parser.parse_args(argv).out
+    from trainables.summary import update_tracking_info
+    from trainables.tracking import sync_folder
+
+    try:
+        info = sync_folder(out)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    update_tracking_info(out, info)
+    if info["pending_writes"]:
+        print(f"MLflow at {info['tracking_uri']} is still unreachable: {info['pending_writes']} writes wait "
+              f"in {out}; run this again later.", file=sys.stderr)
+        return 1
+    print(f"MLflow at {info['tracking_uri']} is up to date (parent run {info['parent_run_id']}).")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sync"]:
+        return sync(argv[1:])
     args = parse_args(argv)
     try:
         spec, spec_path = load_spec(args.space, args.overrides)

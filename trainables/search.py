@@ -16,7 +16,6 @@ from typing import Any, Callable
 from trainables.preflight import SPEC_FILE, TUNE_DIR
 from trainables.spec import SearchSpec, SpecError
 
-STATE_FILE = "search_state.json"  # the MLflow parent run a resumed search reuses
 
 
 @dataclass
@@ -56,8 +55,9 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
 
         tracking_uri = options.mlflow_uri or local_tracking_uri(out_dir)
         tracker = SearchTracker(tracking_uri, spec.experiment, out_dir)
-        parent_run_id = _parent_run(tracker, spec, out_dir, options.resumed)
-        echo(f"MLflow: tracking URI {tracking_uri} (parent run {parent_run_id})\n"
+        tracker.start(f"{spec.experiment} {time.strftime('%Y-%m-%d %H:%M:%S')}", spec.model_dump(mode="json"),
+                      out_dir / SPEC_FILE)
+        echo(f"MLflow: tracking URI {tracking_uri} (parent run {tracker.parent_run_id or 'pending'})\n"
              f"  open its UI with: {ui_command(tracking_uri, out_dir)}")
 
         trainable = tune.with_resources(make_trial_driver(spec, gpus, str(out_dir / "ddp")), placement_for(spec, gpus))
@@ -102,26 +102,12 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         best_dir = export_best(best, out_dir) if best else None
         tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value,
                                                   "epoch": best.best_epoch}, best_dir, failed=best is None)
-        summary_path = write_summary(
-            out_dir, trials, best, best_dir,
-            {"tracking_uri": tracking_uri, "experiment_id": tracker.experiment_id, "parent_run_id": parent_run_id},
-            spec.model_dump(mode="json"),
-        )
+        summary_path = write_summary(out_dir, trials, best, best_dir, tracker.info(), spec.model_dump(mode="json"))
         echo(print_trials(trials, best, spec, time.monotonic() - started, summary_path, best_dir))
+        if tracker.writer.pending:
+            echo(f"MLflow: {tracker.writer.pending} writes are waiting for {tracking_uri}; "
+                 f"once it is reachable, run: python launch.py sync {out_dir}")
         return json.loads(summary_path.read_text())
     finally:
         if started_here:
             ray.shutdown()
-
-
-def _parent_run(tracker: Any, spec: SearchSpec, out_dir: Path, resumed: bool) -> str:
-    state_path = out_dir / STATE_FILE
-    if resumed and state_path.exists():
-        parent = json.loads(state_path.read_text())["parent_run_id"]
-        tracker.parent_run_id = parent
-        tracker.client.update_run(parent, status="RUNNING")
-        return parent
-    parent = tracker.start(f"{spec.experiment} {time.strftime('%Y-%m-%d %H:%M:%S')}", spec.model_dump(mode="json"),
-                           out_dir / SPEC_FILE)
-    state_path.write_text(json.dumps({"parent_run_id": parent, "experiment_id": tracker.experiment_id}))
-    return parent

@@ -80,10 +80,23 @@ def write_summary(out_dir: Path, trials: list[TrialSummary], best: TrialSummary 
         "mlflow": mlflow_info,
     }
     path = out_dir / SUMMARY_FILE
+    _write_atomically(path, summary)
+    return path
+
+
+def _write_atomically(path: Path, summary: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(path)  # atomic: scripts never read half a summary
-    return path
+    tmp.replace(path)  # scripts never read half a summary
+
+
+def update_tracking_info(out_dir: Path, info: dict[str, Any]) -> None:
+    """Rewrite summary.json's ``mlflow`` block (after ``launch.py sync``)."""
+    path = out_dir / SUMMARY_FILE
+    if path.exists():
+        summary = json.loads(path.read_text())
+        summary["mlflow"] = info
+        _write_atomically(path, summary)
 
 
 def _summarize(result: Any, metric: str, mode: str) -> TrialSummary:

@@ -4,11 +4,20 @@ One writer (a Tune callback in the driver process) rather than one per trial pro
 MLflow's default SQLite store contends under many concurrent writers, and Ray's
 ``MLflowLoggerCallback`` makes no parent run and marks early-stopped trials FINISHED
 with no word of why (ray issues 19978, 46569, 64179).
+
+A tracking server that is down must not stop a search. Every write goes through
+``RunWriter``: applied at once while the server answers; otherwise kept, in order, in a
+journal in the output folder, retried every ``RETRY_SECONDS`` and by
+``python launch.py sync <out>``. Runs are named by local keys ("search", or a trial id),
+mapped to MLflow run ids once MLflow has created them.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +27,16 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
 
+SEARCH_KEY = "search"  # the parent run's key; children are keyed by trial id
 TRIAL_ID_TAG = "hpsearch.trial_id"
 END_TAG = "hpsearch.end"  # finished | stopped early | failed
 REASON_TAG = "hpsearch.reason"
 RETRIES_TAG = "hpsearch.retries"  # crashes of the trial that were retried
+STATE_FILE = "mlflow-runs.json"  # experiment id and key -> run id
+JOURNAL_FILE = "mlflow-pending.jsonl"  # writes not yet accepted by the server, in order
+RETRY_SECONDS = 30.0
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
+MAX_BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
 
 
 def local_tracking_uri(out_dir: Path) -> str:
@@ -36,140 +50,259 @@ def ui_command(tracking_uri: str, out_dir: Path) -> str:
     return f"open {tracking_uri} in a browser"
 
 
+class RunWriter:
+    """The only object that writes to MLflow; one per output folder (see ``writer_for``)."""
+
+    def __init__(self, tracking_uri: str, out_dir: Path, experiment: str) -> None:
+        if tracking_uri.startswith(("http://", "https://")):
+            # Fail fast and fall back to the journal instead of retrying for minutes.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        self.tracking_uri = tracking_uri
+        self.out_dir = out_dir
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri)
+        self._state_path = out_dir / STATE_FILE
+        self._journal_path = out_dir / JOURNAL_FILE
+        state = json.loads(self._state_path.read_text()) if self._state_path.exists() else {}
+        self.experiment_id: str | None = state.get("experiment_id")
+        self._runs: dict[str, str] = state.get("runs", {})
+        self._keys: set[str] = set(state.get("keys", []))
+        self._last_attempt = 0.0
+        self._offline = self.pending > 0
+
+    @property
+    def pending(self) -> int:
+        if not self._journal_path.exists():
+            return 0
+        return sum(1 for line in self._journal_path.read_text().splitlines() if line.strip())
+
+    def run_id(self, key: str) -> str | None:
+        return self._runs.get(key)
+
+    def has_run(self, key: str) -> bool:
+        return key in self._keys
+
+    def create_run(self, key: str, name: str, tags: dict[str, str], parent: str | None = None) -> None:
+        self._keys.add(key)
+        self._submit({"op": "create_run", "key": key, "name": name, "tags": tags, "parent": parent})
+
+    def log(self, key: str, metrics: list[tuple[str, float, int]] = (), params: dict[str, Any] | None = None,
+            tags: dict[str, str] | None = None) -> None:
+        self._submit({"op": "log", "key": key, "time": _now_ms(), "metrics": list(metrics),
+                      "params": {k: str(v)[:MAX_PARAM_LENGTH] for k, v in (params or {}).items()},
+                      "tags": tags or {}})
+
+    def set_status(self, key: str, status: str) -> None:
+        """RUNNING, FINISHED, FAILED or KILLED."""
+        self._submit({"op": "status", "key": key, "status": status, "time": _now_ms()})
+
+    def log_artifacts(self, key: str, local_path: Path, artifact_path: str | None = None) -> None:
+        self._submit({"op": "artifacts", "key": key, "path": str(local_path), "artifact_path": artifact_path})
+
+    def sync(self) -> int:
+        """Send the journal's writes in order; returns how many are still pending."""
+        self._last_attempt = time.monotonic()
+        lines = [line for line in self._journal_path.read_text().splitlines() if line.strip()] \
+            if self._journal_path.exists() else []
+        for index, line in enumerate(lines):
+            try:
+                self._apply(json.loads(line))
+            except Exception:  # noqa: BLE001 - any failure means "still unreachable"
+                self._journal_path.write_text("".join(f"{rest}\n" for rest in lines[index:]))
+                return len(lines) - index
+        self._journal_path.unlink(missing_ok=True)
+        if self._offline:
+            self._offline = False
+            print(f"MLflow at {self.tracking_uri} is reachable again: {len(lines)} pending writes sent.",
+                  file=sys.stderr)
+        return 0
+
+    def _submit(self, op: dict[str, Any]) -> None:
+        if self._offline and time.monotonic() - self._last_attempt > RETRY_SECONDS:
+            self.sync()
+        if not self._offline:
+            try:
+                self._apply(op)
+                return
+            except Exception as exc:  # noqa: BLE001 - the server, the network, or the store
+                self._offline = True
+                self._last_attempt = time.monotonic()
+                print(f"MLflow at {self.tracking_uri} is unreachable ({str(exc).splitlines()[0][:200]}); "
+                      f"the search goes on and keeps its tracking in {self._journal_path}; once the server "
+                      f"is back, run: python launch.py sync {self.out_dir}", file=sys.stderr)
+        with self._journal_path.open("a") as journal:
+            journal.write(json.dumps(op) + "\n")
+        self._save_state()
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        kind, key = op["op"], op["key"]
+        if self.experiment_id is None:
+            self.experiment_id = self._experiment_id()
+        if kind == "create_run":
+            if key in self._runs:  # already created by an earlier, partly applied sync
+                return
+            tags = dict(op["tags"])
+            if op["parent"] is not None:
+                tags[MLFLOW_PARENT_RUN_ID] = self._runs[op["parent"]]
+            run = self.client.create_run(self.experiment_id, run_name=op["name"], tags=tags)
+            self._runs[key] = run.info.run_id
+        elif kind == "log":
+            run_id = self._runs[key]
+            metrics = [Metric(name, value, op["time"], step) for name, value, step in op["metrics"]]
+            params = [Param(k, v) for k, v in op["params"].items()]
+            tags = [RunTag(k, v) for k, v in op["tags"].items()]
+            for start in range(0, max(len(params), 1), MAX_BATCH_PARAMS):
+                self.client.log_batch(run_id, metrics=metrics if start == 0 else [],
+                                      params=params[start:start + MAX_BATCH_PARAMS], tags=tags if start == 0 else [])
+        elif kind == "status":
+            run_id = self._runs[key]
+            if op["status"] == "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                self.client.set_terminated(run_id, status=op["status"], end_time=op["time"])
+        elif kind == "artifacts":
+            path = Path(op["path"])
+            if path.is_dir():
+                self.client.log_artifacts(self._runs[key], str(path), artifact_path=op["artifact_path"])
+            else:
+                self.client.log_artifact(self._runs[key], str(path), artifact_path=op["artifact_path"])
+        self._save_state()
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        # With a local store, artifacts live in the search's folder, not in ./mlruns.
+        location = ((self.out_dir / "mlflow-artifacts").resolve().as_uri()
+                    if self.tracking_uri.startswith("sqlite:") else None)
+        return self.client.create_experiment(self.experiment, artifact_location=location)
+
+    def _save_state(self) -> None:
+        state = {"tracking_uri": self.tracking_uri, "experiment": self.experiment,
+                 "experiment_id": self.experiment_id, "runs": self._runs, "keys": sorted(self._keys)}
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self._state_path)
+
+
+_WRITERS: dict[str, RunWriter] = {}
+
+
+def writer_for(tracking_uri: str, out_dir: Path, experiment: str) -> RunWriter:
+    """The process's one writer for an output folder (Tune's pickled callback copies share it)."""
+    key = str(out_dir.resolve())
+    if key not in _WRITERS:
+        _WRITERS[key] = RunWriter(tracking_uri, out_dir.resolve(), experiment)
+    return _WRITERS[key]
+
+
+def sync_folder(out_dir: Path) -> dict[str, Any]:
+    """``launch.py sync``: push a search's pending MLflow writes; returns the tracking info
+    (``pending_writes`` is what is still waiting)."""
+    state_path = out_dir / STATE_FILE
+    if not state_path.exists():
+        raise FileNotFoundError(f"{out_dir}: no {STATE_FILE}: not the output folder of a search")
+    state = json.loads(state_path.read_text())
+    writer = writer_for(state["tracking_uri"], out_dir, state["experiment"])
+    writer.sync()
+    return _info(writer)
+
+
+def _info(writer: RunWriter) -> dict[str, Any]:
+    return {"tracking_uri": writer.tracking_uri, "experiment_id": writer.experiment_id,
+            "parent_run_id": writer.run_id(SEARCH_KEY), "pending_writes": writer.pending}
+
+
 class SearchTracker:
     """The search's parent run; hands out the callback that writes the trials' child runs."""
 
     def __init__(self, tracking_uri: str, experiment: str, out_dir: Path) -> None:
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            # With a local store, artifacts live in the search's folder, not in ./mlruns.
-            location = (out_dir / "mlflow-artifacts").resolve().as_uri() if tracking_uri.startswith("sqlite:") else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        self.parent_run_id: str | None = None
+        self.out_dir = out_dir
+        self.experiment = experiment
+        self.writer = writer_for(tracking_uri, out_dir, experiment)
 
-    def start(self, run_name: str, spec: dict[str, Any], spec_file: Path) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"hpsearch.role": "search"})
-        self.parent_run_id = run.info.run_id
-        params = [Param(k, _param_text(v)) for k, v in _flatten(spec).items()]
-        for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params
-            self.client.log_batch(self.parent_run_id, params=params[start:start + 100])
-        self.client.log_artifact(self.parent_run_id, str(spec_file))
-        return self.parent_run_id
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.writer.run_id(SEARCH_KEY)
+
+    def start(self, run_name: str, spec: dict[str, Any], spec_file: Path) -> None:
+        """Open the parent run, or reopen it when the search is continued."""
+        if self.writer.has_run(SEARCH_KEY):
+            self.writer.set_status(SEARCH_KEY, "RUNNING")
+            return
+        self.writer.create_run(SEARCH_KEY, run_name, {"hpsearch.role": "search"})
+        self.writer.log(SEARCH_KEY, params=_flatten(spec))
+        self.writer.log_artifacts(SEARCH_KEY, spec_file)
 
     def trial_callback(self) -> "TrialRunsCallback":
-        assert self.parent_run_id is not None, "start() the parent run first"
-        return TrialRunsCallback(self.tracking_uri, self.experiment_id, self.parent_run_id)
+        return TrialRunsCallback(self.tracking_uri, self.out_dir, self.experiment)
 
     def finish(self, best: dict[str, Any] | None, best_dir: Path | None, failed: bool = False) -> None:
-        assert self.parent_run_id is not None
         if best is not None:
-            self.client.log_batch(
-                self.parent_run_id,
-                metrics=[Metric("best_value", best["value"], _now_ms(), 0)],
-                tags=[RunTag("hpsearch.best_trial_id", best["trial_id"]), RunTag("hpsearch.best_epoch", str(best["epoch"]))],
-            )
+            self.writer.log(SEARCH_KEY, metrics=[("best_value", best["value"], 0)],
+                            tags={"hpsearch.best_trial_id": best["trial_id"], "hpsearch.best_epoch": str(best["epoch"])})
         if best_dir is not None:
-            self.client.log_artifacts(self.parent_run_id, str(best_dir), artifact_path="best_checkpoint")
-        status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
-        self.client.set_terminated(self.parent_run_id, status=status)
+            self.writer.log_artifacts(SEARCH_KEY, best_dir, artifact_path="best_checkpoint")
+        self.writer.set_status(SEARCH_KEY, "FAILED" if failed else "FINISHED")
 
-    def child_run_ids(self) -> dict[str, str]:
-        """trial id -> child run id, read back from MLflow."""
-        return _child_runs(self.client, self.experiment_id, self.parent_run_id)
+    def info(self) -> dict[str, Any]:
+        """What summary.json records about tracking."""
+        return _info(self.writer)
 
 
 class TrialRunsCallback(Callback):
     """Tune callback (runs in the driver): one child run per trial, metrics every epoch."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+    def __init__(self, tracking_uri: str, out_dir: Path, experiment: str) -> None:
         self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self._runs: dict[str, str] = {}
-        self._client: MlflowClient | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles callbacks with the experiment state; a live client does not pickle.
-        return {**self.__dict__, "_client": None}
+        self.out_dir = out_dir
+        self.experiment = experiment
 
     @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
-
-    def setup(self, **info: Any) -> None:
-        # A resumed search finds its trials' runs again instead of opening second ones.
-        self._runs.update(_child_runs(self.client, self.experiment_id, self.parent_run_id))
+    def writer(self) -> RunWriter:
+        return writer_for(self.tracking_uri, self.out_dir, self.experiment)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if trial.trial_id in self._runs:  # a retried or resumed trial keeps its run
-            self.client.update_run(self._runs[trial.trial_id], status="RUNNING")
+        if self.writer.has_run(trial.trial_id):  # a retried or resumed trial keeps its run
+            self.writer.set_status(trial.trial_id, "RUNNING")
             return
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=trial.trial_id,
-            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, TRIAL_ID_TAG: trial.trial_id, MLFLOW_RUN_NAME: trial.trial_id},
-        )
-        self._runs[trial.trial_id] = run.info.run_id
-        params = [Param(k, _param_text(v)) for k, v in trial.config.items()]
-        if params:
-            self.client.log_batch(run.info.run_id, params=params)
+        self.writer.create_run(trial.trial_id, trial.trial_id,
+                               {TRIAL_ID_TAG: trial.trial_id, MLFLOW_RUN_NAME: trial.trial_id}, parent=SEARCH_KEY)
+        self.writer.log(trial.trial_id, params=dict(trial.config))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        run_id = self._runs.get(trial.trial_id)
-        if run_id is None:
-            return
         step = int(result.get("training_iteration", 0))
-        now = _now_ms()
         metrics = [
-            Metric(k, float(v), now, step)
+            (k, float(v), step)
             for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k not in _TUNE_BOOKKEEPING
         ]
-        self.client.log_batch(run_id, metrics=metrics)
+        self.writer.log(trial.trial_id, metrics=metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         if last.get("failed"):
-            self._end(trial, "failed", last.get("stop_reason") or "failed", RunStatus.FAILED)
-            return
-        if last.get("finished"):
-            end, reason = "finished", last.get("stop_reason") or "budget"
+            self._end(trial, "failed", last.get("stop_reason") or "failed", "FAILED")
+        elif last.get("finished"):
+            self._end(trial, "finished", last.get("stop_reason") or "budget", "FINISHED")
         else:
-            end, reason = "stopped early", "stopped by the scheduler (ASHA) or the search time limit"
-        self._end(trial, end, reason, RunStatus.FINISHED)
+            self._end(trial, "stopped early", "stopped by the scheduler (ASHA) or the search time limit", "FINISHED")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._runs.get(trial.trial_id)
-        if run_id is None:
-            return
-        self.client.log_batch(run_id, tags=[RunTag(RETRIES_TAG, str(trial.num_failures)),
-                                            RunTag("hpsearch.last_failure", _error_line(trial)[:5000])])
+        self.writer.log(trial.trial_id, tags={RETRIES_TAG: str(trial.num_failures),
+                                              "hpsearch.last_failure": _error_line(trial)[:5000]})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "failed", _error_line(trial), RunStatus.FAILED)
+        self._end(trial, "failed", _error_line(trial), "FAILED")
 
-    def _end(self, trial: Any, end: str, reason: str, status: int) -> None:
-        run_id = self._runs.get(trial.trial_id)
-        if run_id is None:
-            return
-        self.client.log_batch(run_id, tags=[RunTag(END_TAG, end), RunTag(REASON_TAG, reason[:5000])])
-        self.client.set_terminated(run_id, status=RunStatus.to_string(status))
+    def _end(self, trial: Any, end: str, reason: str, status: str) -> None:
+        self.writer.log(trial.trial_id, tags={END_TAG: end, REASON_TAG: reason[:5000]})
+        self.writer.set_status(trial.trial_id, status)
 
 
 _TUNE_BOOKKEEPING = {"timestamp", "pid", "time_this_iter_s", "time_since_restore", "iterations_since_restore"}
-
-
-def _child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, str]:
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'", max_results=50000
-    )
-    return {r.data.tags[TRIAL_ID_TAG]: r.info.run_id for r in runs if TRIAL_ID_TAG in r.data.tags}
 
 
 def _error_line(trial: Any) -> str:
@@ -190,10 +323,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def _param_text(value: Any) -> str:
-    return str(value)[:MAX_PARAM_LENGTH]
 
 
 def _now_ms() -> int:

@@ -1,0 +1,145 @@
+"""A real `mlflow server` on 127.0.0.1 that is down at start or goes down mid-search: the search
+goes on, keeps everything in its folder, and `launch.py sync` sends what MLflow missed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+from trainables import load_spec
+from trainables.preflight import prepare_output
+from trainables.search import SearchOptions, run_search
+from trainables.tracking import JOURNAL_FILE, TRIAL_ID_TAG
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 3
+EPOCHS = 2
+
+
+class MlflowServer:
+    """`mlflow server` as a child process on a free loopback port, stopped and restarted at will."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+                   "--default-artifact-root", str(self.folder / "artifacts")]
+        self.process = subprocess.Popen(command, stdout=(self.folder / "server.log").open("a"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError((self.folder / "server.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    server = MlflowServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def _spec(folder: Path):
+    raw = tiny_mae_spec("offline")
+    raw["budget"]["trials"] = TRIALS
+    raw["training"]["epochs"] = EPOCHS
+    raw["scheduler"] = {"type": "none"}
+    return load_spec(str(write_spec(folder, raw)))[0]
+
+
+def _sync(out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "launch.py"), "sync", str(out)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _assert_server_has_the_whole_search(uri: str, summary: dict) -> None:
+    client = MlflowClient(uri)
+    info = summary["mlflow"]
+    parent = client.get_run(info["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_value"] == pytest.approx(summary["best"]["value"])
+    children = client.search_runs([info["experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+    assert sorted(r.data.tags[TRIAL_ID_TAG] for r in children) == sorted(t["trial_id"] for t in summary["trials"])
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "val_mse")) == EPOCHS
+
+
+def test_server_down_at_start(ray_cluster, server: MlflowServer, tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    printed: list[str] = []
+    summary = run_search(spec, SearchOptions(out_dir=out, mlflow_uri=server.uri, verbose=0), echo=printed.append)
+    assert len(summary["trials"]) == TRIALS and summary["best"] is not None
+    assert summary["mlflow"]["parent_run_id"] is None and summary["mlflow"]["pending_writes"] > 0
+    assert (out / JOURNAL_FILE).exists() and (out / "best" / "checkpoint.pt").exists()
+    assert any("python launch.py sync" in line for line in printed)
+
+    assert _sync(out).returncode == 1  # still down: says so, keeps the journal
+    assert (out / JOURNAL_FILE).exists()
+    server.start()
+    result = _sync(out)
+    assert result.returncode == 0, result.stderr
+    assert not (out / JOURNAL_FILE).exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mlflow"]["pending_writes"] == 0
+    _assert_server_has_the_whole_search(server.uri, summary)
+
+
+def test_server_goes_down_mid_search(ray_cluster, server: MlflowServer, tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    server.start()
+
+    def stop_after_first_result() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((out / "tune").glob("trial_*/result.json")):
+            time.sleep(0.05)
+        server.stop()
+
+    killer = threading.Thread(target=stop_after_first_result, daemon=True)
+    killer.start()
+    summary = run_search(spec, SearchOptions(out_dir=out, mlflow_uri=server.uri, verbose=0), echo=lambda line: None)
+    killer.join(timeout=5)
+    assert len(summary["trials"]) == TRIALS and summary["best"] is not None
+    assert summary["mlflow"]["parent_run_id"] is not None  # made before the outage
+    assert summary["mlflow"]["pending_writes"] > 0
+
+    server.start()
+    result = _sync(out)
+    assert result.returncode == 0, result.stderr
+    _assert_server_has_the_whole_search(server.uri, json.loads((out / "summary.json").read_text()))
