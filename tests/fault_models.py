@@ -2,7 +2,8 @@
 
 Each writes one line per attempt into `marker_dir` (so a test can count retries) and fails
 at `fail_epoch`: by raising, by killing its own process, or with a NaN loss. Raising and
-killing happen on the first attempt only; the NaN happens every time.
+killing happen on the first attempt only; the NaN happens every time. With fault "none"
+it is a plain deterministic model (no randomness anywhere), for the DDP equivalence test.
 """
 
 from __future__ import annotations

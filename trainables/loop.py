@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from data import build_splits
 from models import create_model
 from trainables.checkpoints import load_state, save_checkpoint
-from trainables.spec import SearchSpec, TrainingSpec
+from trainables.spec import SearchSpec, TrainingSpec, import_user_modules
 
 # Fixed seed for validation masking/noise: the same weights give the same validation score,
 # so an exported checkpoint reproduces the number recorded for it.
@@ -58,6 +58,7 @@ class EpochResult:
 
 def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
     """Train ``spec`` to its epoch budget (or until stopped), reporting once per epoch."""
+    import_user_modules(spec)
     cfg = spec.training
     torch.manual_seed(cfg.seed + session.rank)
     torch.set_num_threads(max(1, int(cpus)))

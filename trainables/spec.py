@@ -180,15 +180,19 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
 
 
 def trial_spec(spec: SearchSpec, sampled: dict[str, Any]) -> SearchSpec:
-    """The spec one trial runs: the resolved spec with the sampled values written in (and its
-    ``imports`` imported, since a trial may run in a fresh process)."""
-    for module in spec.imports:
-        import_module(module)
+    """The spec one trial runs: the resolved spec with the sampled values written in."""
     raw = spec.model_dump(mode="json")
     for path, value in sampled.items():
         set_path(raw, path, value)
     raw["search"] = {}
     return SearchSpec.model_validate(raw)
+
+
+def import_user_modules(spec: SearchSpec) -> None:
+    """Import the spec's ``imports`` (models and data kinds of the user's own), in a process
+    that may be fresh: a trial actor, a Ray Train worker."""
+    for module in spec.imports:
+        import_module(module)
 
 
 def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
