@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Set before Ray starts, so every worker process inherits them.
 RAY_ENV = {
@@ -32,10 +33,22 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[st
 
     if ray.is_initialized():
         return _dashboard_url(), False
+    if address is not None and "RAY_AUTH_MODE" not in os.environ and _token_available():
+        # Clusters started by `ray start` use token authentication (Ray's default since 2.60);
+        # a client must opt in to send the token, or the cluster refuses it.
+        os.environ["RAY_AUTH_MODE"] = "token"
     # The dashboard listens on 127.0.0.1 only; token authentication (Ray's default) stays on.
+    # On an existing cluster the workers were started by `ray start`, not by us: the job's
+    # runtime_env carries the settings to every trial and Train worker.
     context = ray.init(address=address, num_cpus=num_cpus, dashboard_host="127.0.0.1",
-                       logging_level="WARNING", configure_logging=True)
+                       logging_level="WARNING", configure_logging=True,
+                       runtime_env={"env_vars": dict(RAY_ENV)})
     return getattr(context, "dashboard_url", None) or None, True
+
+
+def _token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").exists())
 
 
 def _dashboard_url() -> str | None:

@@ -1,0 +1,117 @@
+"""A real 2-node Ray cluster on this machine (`ray start --head`, then `ray start --address`):
+`launch.py --address` runs the search on it, and when the second node dies mid-trial the
+trial is retried on the head node and the search completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line), read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        found[int(entry.name)] = (parent, cmdline)
+    return found
+
+
+def _kill_tree(matching: str) -> None:
+    """SIGKILL every process whose command line holds `matching`, with all its descendants."""
+    processes = _processes()
+    doomed = {pid for pid, (_, cmd) in processes.items() if matching in cmd and pid != os.getpid()}
+    grew = True
+    while grew:
+        children = {pid for pid, (parent, _) in processes.items() if parent in doomed}
+        grew = not children <= doomed
+        doomed |= children
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _ray(*args: str, env: dict) -> None:
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args, "--disable-usage-stats"],
+                   check=True, capture_output=True, text=True, timeout=120, env=env)
+
+
+def _results(out: Path) -> dict[str, list[dict]]:
+    found = {}
+    for path in (out / "tune").glob("trial_*/result.json"):
+        found[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return found
+
+
+def test_search_survives_losing_a_node(tmp_path: Path) -> None:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(PROJECT_ROOT)}
+    try:
+        _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--dashboard-host=127.0.0.1", env=env)
+        _ray("start", f"--address={address}", "--num-cpus=1", '--resources={"second_node": 1}', env=env)
+
+        raw = tiny_mae_spec("two-nodes")
+        raw["search"]["model.args.size"] = {"type": "choice", "values": ["small"]}
+        raw["training"].update(epochs=4, max_steps_per_epoch=6)
+        raw["scheduler"] = {"type": "none"}
+        raw["budget"] = {"trials": TRIALS, "max_concurrent": 2, "max_failures": 3}
+        spec_file = write_spec(tmp_path, raw)
+        out = tmp_path / "out"
+        log = tmp_path / "launch.log"
+        launch = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out),
+             "--address", address, "--quiet"],
+            cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+        # With one CPU per node and two trials at a time, one running trial is on the second node.
+        deadline = time.monotonic() + 240
+        while True:
+            assert time.monotonic() < deadline and launch.poll() is None, log.read_text()[-3000:]
+            running = [t for t, rows in _results(out).items() if rows and not rows[-1].get("finished")]
+            if len(running) == 2:
+                break
+            time.sleep(0.2)
+        _kill_tree("second_node")  # the second node's raylet, with its workers and agents
+
+        assert launch.wait(timeout=400) == 0, log.read_text()[-3000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert len(summary["trials"]) == TRIALS
+        assert all(t["status"] == "finished" for t in summary["trials"]), summary["trials"]
+        retried = [t for t in summary["trials"] if t["failures"] >= 1]
+        assert retried, "no trial saw the node die"
+        results = _results(out)
+        for trial in retried:  # continued from its checkpoint on the surviving node
+            assert results[f"trial_{trial['trial_id']}"][-1]["resumed_from_epoch"] >= 1
+    finally:
+        # Ray writes the node's own IP into its processes' --gcs-address, not 127.0.0.1.
+        _kill_tree(f":{port}")
+        _kill_tree(f"gcs_server_port={port}")
