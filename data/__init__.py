@@ -1,5 +1,7 @@
 """Datasets for the hyperparameter search: preparation, splits and torch Datasets (no Ray, no MLflow)."""
 
+from data.clips import ClipDataset, ClipsDataConfig, SyntheticClips, build_clip_datasets, prepare_clips
+from data.digits import DigitsDataConfig, ImageDataset, build_image_datasets, prepare_images
 from data.errors import DataError
 from data.hyperspectral import (
     HyperspectralCrops,
@@ -9,14 +11,44 @@ from data.hyperspectral import (
     build_datasets,
     prepare,
 )
-from data.kinds import DataConfig, DataSplits, build_splits
+from data.index_split import IndexSplit, split_indices
+from data.keypoints import KeypointImages, KeypointsDataConfig, SyntheticKeypoints, build_keypoint_datasets
+from data.kinds import DATA_KINDS, DataConfig, DataSplits, build_splits
+from data.segmentation import (
+    SegmentationAugment,
+    SegmentationDataConfig,
+    SegmentationTiles,
+    SyntheticSegmentation,
+    build_segmentation_datasets,
+)
 from data.splits import SplitManifest, make_split
 
 __all__ = [
+    "DATA_KINDS",
     "DataConfig",
     "DataError",
     "DataSplits",
     "build_splits",
+    "ClipDataset",
+    "ClipsDataConfig",
+    "SyntheticClips",
+    "build_clip_datasets",
+    "prepare_clips",
+    "DigitsDataConfig",
+    "ImageDataset",
+    "build_image_datasets",
+    "prepare_images",
+    "IndexSplit",
+    "split_indices",
+    "KeypointImages",
+    "KeypointsDataConfig",
+    "SyntheticKeypoints",
+    "build_keypoint_datasets",
+    "SegmentationAugment",
+    "SegmentationDataConfig",
+    "SegmentationTiles",
+    "SyntheticSegmentation",
+    "build_segmentation_datasets",
     "HyperspectralCrops",
     "HyperspectralDataConfig",
     "PreparedData",

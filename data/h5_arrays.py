@@ -1,5 +1,5 @@
-"""HDF5 files of whole arrays (images, masks, coordinates): shape checks, lazy per-process
-handles, and synthetic files made once in the cache.
+"""HDF5 files of whole arrays (images, masks, coordinates): shape checks, and synthetic files
+made once in the cache.
 
 Shared by the data kinds whose file holds a few named datasets with a leading sample axis
 (`images` (N, C, H, W) beside `masks` or `keypoints`), as opposed to the tiled cubes of
@@ -8,7 +8,6 @@ Shared by the data kinds whose file holds a few named datasets with a leading sa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import h5py
 
 from data.cache import cache_dir, generate_once, settings_digest
 from data.errors import DataError
-from data.h5_sources import open_hdf5
 
 
 def synthetic_file(prefix: str, version: int, settings: Mapping[str, Any], cache_override: str | None,
@@ -37,8 +35,9 @@ def synthetic_file(prefix: str, version: int, settings: Mapping[str, Any], cache
         ) from exc
 
 
-def array_shape(f: h5py.File, key: str, layout: str, ndim: int) -> tuple[int, ...]:
-    """Shape of the numeric dataset `key` of open file `f`, checked to be `ndim`-D with no empty axis.
+def array_shape(f: h5py.File, key: str, layout: str, ndim: int, kinds: str = "fiu") -> tuple[int, ...]:
+    """Shape of dataset `key` of open file `f`, checked to be `ndim`-D with no empty axis and a
+    dtype of one of the numpy `kinds` (default float or integer; masks may add "b", boolean).
 
     `layout` (e.g. "(N, C, H, W)") goes into the one-line DataError that names the file and
     the dataset.
@@ -52,31 +51,10 @@ def array_shape(f: h5py.File, key: str, layout: str, ndim: int) -> tuple[int, ..
     shape = tuple(dataset.shape)
     if len(shape) != ndim or min(shape) == 0:
         raise DataError(f"{f.filename}: dataset '{key}' has shape {shape} but expected {layout} with no empty axis")
-    # Integer pixel values and labels are fine (converted to float32 on reading);
-    # strings, booleans and compound types are not.
-    if dataset.dtype.kind not in "fiu":
-        raise DataError(f"{f.filename}: dataset '{key}' has dtype {dataset.dtype} but expected a float or integer type")
+    # Integer pixel values and labels are fine (converted to float32 on reading); strings
+    # and compound types never are.
+    if dataset.dtype.kind not in kinds:
+        expected = "a float, integer or boolean type" if "b" in kinds else "a float or integer type"
+        raise DataError(f"{f.filename}: dataset '{key}' has dtype {dataset.dtype} but expected {expected}")
     return shape
 
-
-class LazyHDF5:
-    """A read-only HDF5 file opened on first use in each process; pickles as its path alone.
-
-    HDF5 handles must not cross processes: a DataLoader worker forked after the parent
-    read items would otherwise share the parent's handle, and spawned workers or Ray
-    cannot pickle one at all.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._file: h5py.File | None = None
-        self._owner_pid: int | None = None
-
-    def __getitem__(self, key: str) -> h5py.Dataset:
-        if self._owner_pid != os.getpid():
-            self._file = open_hdf5(self.path)
-            self._owner_pid = os.getpid()
-        return self._file[key]
-
-    def __getstate__(self) -> dict[str, object]:
-        return {"path": self.path, "_file": None, "_owner_pid": None}

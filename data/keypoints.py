@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import Dataset
 
 from data.errors import DataError
-from data.h5_arrays import LazyHDF5, array_shape, synthetic_file
+from data.h5_arrays import array_shape, synthetic_file
 from data.h5_sources import open_hdf5
-from data.index_split import IndexSplit, make_index_split
+from data.index_split import IndexSplit, split_indices
+from data.lazy_h5 import LazyFile
 from data.synthetic_keypoints import GENERATOR_VERSION, write_synthetic_keypoints
 
 IMAGES, KEYPOINTS = "images", "keypoints"  # dataset names inside the file
@@ -98,6 +99,9 @@ def prepare_keypoints(cfg: KeypointsDataConfig) -> KeypointsData:
         path = Path(cfg.path).expanduser().resolve()
     with open_hdf5(path) as f:
         n, channels, height, width = array_shape(f, IMAGES, "(N, C, H, W)", ndim=4)
+        if n < 2:
+            raise DataError(f"{path}: dataset '{IMAGES}' holds {n} image but expected at least 2 "
+                            "(one per side of the split)")
         shape = array_shape(f, KEYPOINTS, "(N, K, 2) of (x, y) pixels", ndim=3)
         if shape[0] != n or shape[2] != 2:
             raise DataError(f"{path}: dataset '{KEYPOINTS}' has shape {shape} but expected ({n}, K, 2) "
@@ -126,7 +130,7 @@ class KeypointImages(Dataset):
         self.train = train
         self.hflip_p = hflip_p
         self.flip_order = list(flip_order)
-        self._file = LazyHDF5(prepared.path)
+        self._file = LazyFile(prepared.path)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -149,8 +153,8 @@ class KeypointImages(Dataset):
 def build_keypoint_datasets(cfg: KeypointsDataConfig) -> tuple[KeypointImages, KeypointImages, IndexSplit]:
     """Prepare the data and return (train, val, split), the split seeded by cfg.split_seed."""
     prepared = prepare_keypoints(cfg)
-    split = make_index_split(prepared.images, cfg.val_fraction, cfg.split_seed,
-                             f"{prepared.path}: dataset '{IMAGES}'")
+    train_ids, val_ids = split_indices(prepared.images, cfg.val_fraction, cfg.split_seed)
+    split = IndexSplit(prepared.path, train_ids, val_ids, cfg.split_seed, cfg.val_fraction, stratified_by=None)
     train = KeypointImages(prepared, split.train, train=True, hflip_p=cfg.hflip_p, flip_order=cfg.flip_order)
     val = KeypointImages(prepared, split.val, train=False)
     return train, val, split

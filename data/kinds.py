@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Annotated, Any, Callable, Protocol, Union
 
+from pydantic import Field
 from torch.utils.data import Dataset
 
+from data.clips import ClipsDataConfig, build_clip_datasets
+from data.digits import DigitsDataConfig, build_image_datasets
 from data.hyperspectral import HyperspectralDataConfig, build_datasets, prepare
+from data.keypoints import KeypointsDataConfig, build_keypoint_datasets
+from data.segmentation import SegmentationDataConfig, build_segmentation_datasets
 from data.splits import make_split
 
 
@@ -29,9 +34,11 @@ class DataSplits:
     manifest: Manifest  # the train/validation split, written next to the results
 
 
-# One config class per kind; becomes `Annotated[Union[...], Field(discriminator="kind")]`
-# once there is more than one.
-DataConfig = HyperspectralDataConfig
+# One config class per kind; pydantic picks the class by the `kind` field.
+DataConfig = Annotated[
+    Union[HyperspectralDataConfig, ClipsDataConfig, DigitsDataConfig, KeypointsDataConfig, SegmentationDataConfig],
+    Field(discriminator="kind"),
+]
 
 
 def _hyperspectral(cfg: HyperspectralDataConfig) -> DataSplits:
@@ -40,9 +47,37 @@ def _hyperspectral(cfg: HyperspectralDataConfig) -> DataSplits:
     return DataSplits(train=train, val=val, manifest=split)
 
 
+def _clips(cfg: ClipsDataConfig) -> DataSplits:
+    train, val, split = build_clip_datasets(cfg)
+    return DataSplits(train=train, val=val, manifest=split)
+
+
+def _digits(cfg: DigitsDataConfig) -> DataSplits:
+    train, val, split = build_image_datasets(cfg)
+    return DataSplits(train=train, val=val, manifest=split)
+
+
+def _keypoints(cfg: KeypointsDataConfig) -> DataSplits:
+    train, val, split = build_keypoint_datasets(cfg)
+    return DataSplits(train=train, val=val, manifest=split)
+
+
+def _segmentation(cfg: SegmentationDataConfig) -> DataSplits:
+    train, val, split = build_segmentation_datasets(cfg)
+    return DataSplits(train=train, val=val, manifest=split)
+
+
 _BUILDERS: dict[type, Callable[[Any], DataSplits]] = {
     HyperspectralDataConfig: _hyperspectral,
+    ClipsDataConfig: _clips,
+    DigitsDataConfig: _digits,
+    KeypointsDataConfig: _keypoints,
+    SegmentationDataConfig: _segmentation,
 }
+
+
+# kind name -> its config class (for messages that list a kind's keys).
+DATA_KINDS: dict[str, type] = {cls.model_fields["kind"].default: cls for cls in _BUILDERS}
 
 
 def build_splits(cfg: DataConfig) -> DataSplits:

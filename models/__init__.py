@@ -4,5 +4,7 @@ from models.registry import UnknownModelError, create_model, list_models, model_
 
 # Imported for their side effect: each module registers its factories on import.
 from models import mae_vit  # noqa: F401  isort: skip
+from models import classifier, resnet3d_multitask  # noqa: F401  isort: skip
+from models import attention_unet, keypoint_unet  # noqa: F401  isort: skip
 
 __all__ = ["UnknownModelError", "create_model", "list_models", "model_factory", "register_model"]

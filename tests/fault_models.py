@@ -3,7 +3,8 @@
 Each writes one line per attempt into `marker_dir` (so a test can count retries) and fails
 at `fail_epoch`: by raising, by killing its own process, or with a NaN loss. Raising and
 killing happen on the first attempt only; the NaN happens every time. With fault "none"
-it is a plain deterministic model (no randomness anywhere), for the DDP equivalence test.
+it is a plain deterministic model (no randomness anywhere), for the DDP equivalence test;
+with "constant_metric" every epoch validates to the same value (ties for the best epoch).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class FaultyAutoencoder(nn.Module):
 
     def validation_metrics(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         mse = self._mse(batch["cube"])
+        if self.fault == "constant_metric":
+            mse = torch.ones_like(mse)
         return {"loss": mse, "mse": mse}
 
 

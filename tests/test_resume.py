@@ -15,9 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+from trainables.snapshots import SnapshotBackup, repair
 from trainables.tracking import TRIAL_ID_TAG
 
-pytestmark = pytest.mark.slow
 
 TRIALS = 6
 EPOCHS = 4
@@ -41,6 +41,7 @@ def _launch(spec_file: Path, out: Path, log: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
     raw = tiny_mae_spec("resume")
     raw["search"]["model.args.size"] = {"type": "choice", "values": ["small"]}
@@ -93,7 +94,20 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert len(client.search_runs([info["experiment_id"]], filter_string="tags.`hpsearch.role` = 'search'")) == 1
 
     # Optuna kept its history: one study trial per search trial, none asked twice.
-    state_file = max((out / "tune").glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    state_file = sorted((out / "tune").glob("searcher-state-*.pkl"))[-1]  # names carry the start time
     study = pickle.loads(state_file.read_bytes())["_ot_study"]
     assert len(study.trials) == TRIALS
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
+
+
+def test_snapshot_cut_short_by_a_kill_is_repaired_from_its_last_complete_copy(tmp_path: Path) -> None:
+    state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+    state.write_text(json.dumps({"trial_data": ["a", "b"]}))
+    backup = SnapshotBackup(tmp_path)
+    backup.on_step_end(iteration=1, trials=[])
+    state.write_text('{"trial_data": ["a", "b", "c"')  # a kill -9 in the middle of Tune's write
+    backup._last_check = 0.0
+    backup.on_step_end(iteration=2, trials=[])  # an incomplete file is never backed up
+    assert repair(tmp_path) == [state.name]
+    assert json.loads(state.read_text()) == {"trial_data": ["a", "b"]}
+    assert repair(tmp_path) == []  # whole files are left alone

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from data import build_splits
 from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_config, load_model, load_spec
+from trainables.checkpoints import load_state
 from trainables.loop import evaluate
 from trainables.preflight import check_data_and_model, prepare_output, write_split_manifest
 from trainables.search import SearchOptions, run_search
@@ -131,3 +132,24 @@ def test_multi_worker_trial_trains_with_ddp_under_torch_trainer(ray_cluster, tmp
     assert f"ddp-{trial['trial_id']}" in trial["checkpoint"]
     assert load_config(out / "best")["resources"]["workers"] == 2
     assert isinstance(load_model(out / "best"), torch.nn.Module)
+
+
+def test_epochs_tied_on_the_best_value_still_export_a_checkpoint(ray_cluster, tmp_path: Path) -> None:
+    raw = tiny_mae_spec("ties")
+    raw["imports"] = ["tests.fault_models"]
+    raw["model"] = {"name": "faulty_autoencoder",
+                    "args": {"in_chans": 10, "fault": "constant_metric", "marker_dir": str(tmp_path)}}
+    raw["metric"] = "val_mse"
+    raw["search"] = {"training.lr": {"type": "loguniform", "low": 1.0e-3, "high": 1.0e-2}}
+    raw["scheduler"] = {"type": "none"}
+    raw["resources"] = {"workers": 1, "cpus_per_worker": 1}
+    raw["budget"] = {"trials": 1}
+    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    (trial,) = summary["trials"]
+    assert trial["best_value"] == 1.0 and trial["checkpoint"] is not None
+    # Tune keeps one of the tied checkpoints; the epoch reported is the one that was kept.
+    assert load_state(Path(trial["checkpoint"]))["epoch"] == trial["best_epoch"]
+    assert summary["best"]["trial_id"] == trial["trial_id"] and (out / "best" / "checkpoint.pt").exists()

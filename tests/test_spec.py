@@ -38,7 +38,7 @@ BAD_SPECS = [
     ("non-positive", "training/batch_size", 0, "training.batch_size: Input should be greater than 0"),
     ("bad literal", "training/optimizer", "adamax", "training.optimizer: Input should be 'adamw', 'adam' or 'sgd'"),
     ("missing model", "model", _DELETE, "model: required key is missing"),
-    ("unknown model", "model/name", "resnet9000", "model.name: unknown model 'resnet9000'; known models: mae_vit"),
+    ("unknown model", "model/name", "resnet9000", "model.name: unknown model 'resnet9000'; known models: "),
     ("unknown model argument", "model/args/depth", 3, "model.args.depth: unknown argument of model 'mae_vit'"),
     ("model argument type", "model/args/mask_ratio", "high", "model.args.mask_ratio: expected float"),
     ("low > high", "search/training.lr", {"type": "uniform", "low": 0.1, "high": 0.01},
@@ -65,8 +65,11 @@ BAD_SPECS = [
      "data.path: no such file or directory: /nonexistent/cubes.h5"),
     ("unknown data key", "data/crops", 8, "data.crops: unknown key; expected one of: cache_dir, crop"),
     ("data fraction range", "data/val_fraction", 1.5, "data.val_fraction: Input should be less than 1"),
+    ("unknown data kind", "data/kind", "tabular", "data: unknown data kind 'tabular'; expected one of: "),
     ("resources on unsearched path", "resources/depends_on", "training.lr",
      "resources.depends_on: expected a searched path with choice or grid values"),
+    ("grace period past the budget", "scheduler/grace_period", 9,
+     "scheduler.grace_period: must be <= scheduler.max_t (training.epochs by default) = 3 (got 9)"),
     ("bad experiment name", "experiment", "../escape", "experiment: String should match pattern"),
 ]
 

@@ -40,7 +40,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[st
     # The dashboard listens on 127.0.0.1 only; token authentication (Ray's default) stays on.
     # On an existing cluster the workers were started by `ray start`, not by us: the job's
     # runtime_env carries the settings to every trial and Train worker.
-    context = ray.init(address=address, num_cpus=num_cpus, dashboard_host="127.0.0.1",
+    # "local" starts a new embedded cluster even when another search's cluster runs on this
+    # machine (address=None would join it); RAY_ADDRESS (set by `ray job submit`) still wins.
+    context = ray.init(address=address or "local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
                        logging_level="WARNING", configure_logging=True,
                        runtime_env={"env_vars": dict(RAY_ENV)})
     return getattr(context, "dashboard_url", None) or None, True

@@ -29,7 +29,8 @@ def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor
         sample = build_splits(spec.data).train[0]
     except DataError as exc:
         raise SpecError(f"{where}: data: {exc}") from None
-    batch = {k: v.unsqueeze(0).to("meta") for k, v in sample.items() if torch.is_tensor(v)}
+    # A batch of two: BatchNorm refuses a training-mode batch of one on 1x1 feature maps.
+    batch = {k: v.unsqueeze(0).expand(2, *v.shape).to("meta") for k, v in sample.items() if torch.is_tensor(v)}
     for label, variant in model_variants(spec):
         try:
             with torch.device("meta"):

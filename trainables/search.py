@@ -39,6 +39,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.driver import make_trial_driver
     from trainables.resources import max_concurrent_trials, placement_for, unsatisfiable, use_gpus
     from trainables.searcher import build_scheduler, build_searcher
+    from trainables.snapshots import SnapshotBackup, repair
     from trainables.summary import TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials, write_summary
     from trainables.tracking import SearchTracker, local_tracking_uri, ui_command
 
@@ -64,6 +65,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         experiment_dir = out_dir / TUNE_DIR
         if options.resumed and tune.Tuner.can_restore(str(experiment_dir)):
             echo(f"Resuming the search in {out_dir}: finished trials are kept, unfinished ones continue.")
+            for name in repair(experiment_dir):
+                echo(f"  {name} was cut short when the search was killed; using its last complete copy.")
             tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(
@@ -85,7 +88,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 run_config=tune.RunConfig(
                     name=TUNE_DIR,
                     storage_path=str(out_dir),
-                    callbacks=[tracker.trial_callback()],
+                    callbacks=[tracker.trial_callback(), SnapshotBackup(experiment_dir)],
                     checkpoint_config=tune.CheckpointConfig(
                         num_to_keep=1, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
                     ),

@@ -27,7 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
-from data import DataConfig, HyperspectralDataConfig
+from data import DATA_KINDS, DataConfig, HyperspectralDataConfig
 from trainables.distributions import DISTRIBUTION_TYPES, Choice, Distribution, Grid
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +174,10 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     _check_model(spec.model, where, "model")
     _check_search(spec, raw, where)
     _check_resources(spec, where)
-    if spec.data.path is not None and not Path(spec.data.path).expanduser().exists():
+    if spec.scheduler.type == "asha" and spec.scheduler.grace_period > spec.max_t:
+        raise SpecError(f"{where}: scheduler.grace_period: must be <= scheduler.max_t "
+                        f"(training.epochs by default) = {spec.max_t} (got {spec.scheduler.grace_period})")
+    if getattr(spec.data, "path", None) is not None and not Path(spec.data.path).expanduser().exists():
         raise SpecError(f"{where}: data.path: no such file or directory: {spec.data.path}")
     return spec
 
@@ -235,31 +238,40 @@ def _parse(raw: dict[str, Any], where: str) -> SearchSpec:
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> list[str]:
-    # pydantic puts the discriminator tag into the location (search.x.loguniform.low); drop it.
+    # pydantic puts discriminator tags into locations (search.x.loguniform.low,
+    # data.hyperspectral.crop); the user's file has no such level, so drop them.
     parts = [str(p) for p in loc]
     if len(parts) > 2 and parts[0] == "search" and parts[2] in DISTRIBUTION_TYPES:
         del parts[2]
+    if len(parts) > 1 and parts[0] == "data" and parts[1] in DATA_KINDS:
+        del parts[1]
     return parts
 
 
 def _explain(error: dict[str, Any], loc: list[str]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], error["loc"])
         return f"unknown key; expected one of: {', '.join(allowed)}" if allowed else "unknown key"
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
-        return f"unknown distribution type {error['input'].get('type')!r}; expected one of: {', '.join(DISTRIBUTION_TYPES)}"
+        expected = DISTRIBUTION_TYPES if loc[:1] == ["search"] else tuple(DATA_KINDS)
+        what = "distribution type" if loc[:1] == ["search"] else "data kind"
+        return f"unknown {what} {error['input'].get('type', error['input'].get('kind'))!r}; expected one of: {', '.join(expected)}"
     if kind == "union_tag_not_found":
+        if loc[:1] == ["data"]:
+            return f"data needs a kind, one of: {', '.join(DATA_KINDS)}"
         return f"a distribution needs a type, one of: {', '.join(DISTRIBUTION_TYPES)}"
     message = error["msg"].removeprefix("Value error, ")
     return f"{message} (got {error['input']!r})" if kind not in ("value_error",) else message
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
+def _allowed_keys(loc: list[str], raw_loc: tuple[Any, ...]) -> list[str]:
     """Field names of the section at ``loc`` (for the 'unknown key' message)."""
     model: Any = SearchSpec
+    if loc[:1] == ["data"] and len(raw_loc) > 1:  # data sections: the kind's own config class
+        model, loc = DATA_KINDS.get(str(raw_loc[1])), loc[1:]
     for part in loc:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:

@@ -108,9 +108,7 @@ def _summarize(result: Any, metric: str, mode: str) -> TrialSummary:
     config = dict(result.config or {})
     rows = [] if frame is None or metric not in getattr(frame, "columns", ()) else frame.to_dict("records")
     rows = [r for r in rows if _is_number(r.get(metric))]
-    best_row = None
-    if rows:
-        best_row = (min if mode == "min" else max)(rows, key=lambda r: r[metric])
+    best_row, checkpoint = _best_row_with_checkpoint(result, rows, metric, mode)
     if result.error is not None:
         status, reason = FAILED, _error_line(result.error)
     elif last.get("failed"):
@@ -128,23 +126,33 @@ def _summarize(result: Any, metric: str, mode: str) -> TrialSummary:
         epochs=len(rows),
         best_value=None if best_row is None else float(best_row[metric]),
         best_epoch=None if best_row is None else int(best_row.get("epoch", best_row.get("training_iteration"))),
-        checkpoint=_checkpoint_for(result, best_row, metric),
+        checkpoint=checkpoint,
         failures=len(failures),
         last_failure=failures[-1] if failures else None,
     )
 
 
-def _checkpoint_for(result: Any, best_row: dict[str, Any] | None, metric: str) -> str | None:
-    if best_row is None:
-        return None
-    # DDP trials: Train kept the checkpoint and Tune got its path as a metric.
-    if isinstance(best_row.get(CHECKPOINT_PATH_KEY), str):
-        return best_row[CHECKPOINT_PATH_KEY]
-    # One-worker trials: Tune kept it; match on the epoch it was written at.
-    for checkpoint, metrics in result.best_checkpoints or []:
-        if metrics.get("epoch") == best_row.get("epoch"):
-            return checkpoint.path
-    return None
+def _best_row_with_checkpoint(result: Any, rows: list[dict[str, Any]], metric: str,
+                              mode: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The best epoch's row and its checkpoint folder.
+
+    When epochs tie on the best value, the checkpoint manager keeps only one of them (the
+    latest, usually): the tied epoch whose checkpoint survives is the one reported.
+    """
+    if not rows:
+        return None, None
+    best_value = (min if mode == "min" else max)(r[metric] for r in rows)
+    tied = [r for r in rows if r[metric] == best_value]
+    kept = {metrics.get("epoch"): checkpoint.path for checkpoint, metrics in result.best_checkpoints or []}
+    for row in tied:
+        # DDP trials: Train kept the checkpoint and Tune got its path as a metric.
+        path = row.get(CHECKPOINT_PATH_KEY)
+        if isinstance(path, str) and Path(path).exists():
+            return row, path
+        # One-worker trials: Tune kept it; match on the epoch it was written at.
+        if row.get("epoch") in kept:
+            return row, kept[row["epoch"]]
+    return tied[0], None
 
 
 def _failures(trial_dir: Path) -> list[str]:

@@ -1,0 +1,157 @@
+"""The digits data kind: labelled images for classification, by default scikit-learn's digits.
+
+The default data take the user's path: scikit-learn's bundled 8x8 digits (shipped inside
+the package, no download) are written once to an HDF5 file in the cache, and from then on
+read exactly like a user's file. `prepare_images` checks the file and returns a small
+picklable `ImagesData`; datasets built from it open the file lazily in whichever process
+reads the images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import Dataset
+
+from data.band_stats import dataset_moments, file_fingerprint, read_sidecar, write_sidecar
+from data.errors import DataError
+from data.h5_arrays import array_shape, synthetic_file
+from data.h5_sources import open_hdf5
+from data.index_split import IndexSplit, split_indices
+from data.lazy_h5 import LazyFile
+
+IMAGES, LABELS = "images", "labels"  # dataset names inside the file
+# Bump whenever the written file changes, so cached files are not reused.
+DIGITS_FILE_VERSION = 1
+
+
+class DigitsDataConfig(BaseModel):
+    """The `data:` section of a search spec for image classification (`kind: digits`).
+
+    A user file (`path`) is one HDF5 file with:
+
+    * `images` (N, C, H, W): float or integer pixel values (C = 1 for grey images);
+    * `labels` (N,): integer class ids 0..K-1.
+
+    Images are standardised per channel with the mean and std of the whole file (pixels
+    only, no labels, so nothing about validation labels leaks), computed once and kept in
+    `<file>.stats.json` beside it when that place is writable. Items are
+    {"images": (C, H, W) float32, "labels": () int64}.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["digits"] = "digits"  # selects this data kind
+    path: str | None = None  # the HDF5 file described above; None = scikit-learn's 8x8 digits (1797 images)
+    cache_dir: str | None = None  # where the digits file goes; default $HPSEARCH_DATA_DIR or ~/.cache/hpsearch/data
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # share of each class used for validation
+    split_seed: int = 0  # seed of the per-class shuffle that makes the split
+    loader_workers: int = Field(0, ge=0)  # DataLoader worker processes per trial
+
+
+@dataclass
+class ImagesData:
+    """What the datasets need, small enough to ship to every worker (labels are one int per image)."""
+
+    path: str  # absolute path of the HDF5 file
+    shape: tuple[int, ...]  # of `images`: (N, C, H, W)
+    labels: np.ndarray  # (N,) int64 class ids
+    channel_mean: list[float]
+    channel_std: list[float]
+
+
+def write_sklearn_digits(path: str | Path) -> None:
+    """Write scikit-learn's digits as `images` (1797, 1, 8, 8) uint8 (values 0..16) and `labels` (1797,) int64."""
+    # Imported here: only the first run on a machine needs it, and it takes a second to import.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    with h5py.File(path, "w") as f:
+        f.attrs.update(source="sklearn.datasets.load_digits", version=DIGITS_FILE_VERSION)
+        f.create_dataset(IMAGES, data=digits.images[:, None].astype(np.uint8))
+        f.create_dataset(LABELS, data=digits.target.astype(np.int64))
+
+
+def prepare_images(cfg: DigitsDataConfig) -> ImagesData:
+    """Check the file (writing the digits file on first use) and read its labels and stats; cheap when repeated."""
+    if cfg.path is None:
+        path = synthetic_file("digits", DIGITS_FILE_VERSION, {}, cfg.cache_dir, write_sklearn_digits)
+    else:
+        path = Path(cfg.path).expanduser().resolve()
+    with open_hdf5(path) as f:
+        shape = array_shape(f, IMAGES, "(N, C, H, W)", ndim=4)
+        label_shape = array_shape(f, LABELS, "(N,) integer class ids", ndim=1)
+        if label_shape != shape[:1] or f[LABELS].dtype.kind not in "iu":
+            raise DataError(f"{path}: dataset '{LABELS}' has shape {label_shape} and dtype {f[LABELS].dtype} "
+                            f"but expected ({shape[0]},) integer class ids, one per image of '{IMAGES}'")
+        labels = f[LABELS][()].astype(np.int64)
+    if labels.min() < 0:
+        raise DataError(f"{path}: dataset '{LABELS}' holds class id {labels.min()} but expected ids >= 0")
+    if shape[0] < 2:
+        raise DataError(f"{path}: dataset '{IMAGES}' holds {shape[0]} image(s) but expected at least 2 (train and val)")
+    mean, std = _channel_stats(path, shape[1])
+    return ImagesData(str(path), shape, labels, mean, std)
+
+
+def _channel_stats(path: Path, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of `images`, from the sidecar if it matches the file, else computed and stored."""
+    sidecar = path.with_name(f"{path.name}.stats.json")
+    fingerprint = file_fingerprint([str(path)], IMAGES)
+    stored = read_sidecar(sidecar, fingerprint)
+    if stored is not None and len(stored[0]) == channels:
+        return stored
+    # A non-finite pixel is reported below as one DataError, not as numpy warnings first.
+    with open_hdf5(path) as f, np.errstate(invalid="ignore", over="ignore"):
+        try:
+            moments = dataset_moments(f[IMAGES])
+        except OSError as exc:
+            raise DataError(f"{path}: dataset '{IMAGES}' could not be read (truncated or corrupt)") from exc
+    if not moments.is_finite():
+        raise DataError(f"{path}: dataset '{IMAGES}' contains NaN or infinite values but expected finite ones")
+    mean, std = moments.mean.tolist(), moments.std.tolist()
+    write_sidecar(sidecar, fingerprint, mean, std)
+    return mean, std
+
+
+class ImageDataset(Dataset):
+    """Images of the given indices, standardised per channel.
+
+    Item i -> {"images": (C, H, W) float32, "labels": () int64}.
+    """
+
+    def __init__(self, prepared: ImagesData, indices: Sequence[int]) -> None:
+        self.prepared = prepared
+        self.indices = list(indices)
+        self._mean = torch.tensor(prepared.channel_mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(prepared.channel_std, dtype=torch.float32).view(-1, 1, 1)
+        # A constant channel has std 0: centre it rather than divide by zero.
+        self._scale = 1.0 / torch.where(std > 0, std, torch.ones_like(std))
+        self._file = LazyFile(prepared.path)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """(len(self),) class ids, without reading a single image."""
+        return torch.from_numpy(self.prepared.labels[self.indices])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = self.indices[index]
+        image = torch.from_numpy(self._file[IMAGES][sample].astype(np.float32))  # [C, H, W]
+        return {IMAGES: (image - self._mean) * self._scale, LABELS: torch.tensor(self.prepared.labels[sample])}
+
+
+def build_image_datasets(cfg: DigitsDataConfig) -> tuple[ImageDataset, ImageDataset, IndexSplit]:
+    """Prepare the data and return (train, val, split), the split stratified by label and seeded."""
+    prepared = prepare_images(cfg)
+    train_ids, val_ids = split_indices(prepared.shape[0], cfg.val_fraction, cfg.split_seed, strata=prepared.labels)
+    split = IndexSplit(prepared.path, train_ids, val_ids, cfg.split_seed, cfg.val_fraction, stratified_by=LABELS)
+    return ImageDataset(prepared, train_ids), ImageDataset(prepared, val_ids), split

@@ -1,0 +1,128 @@
+"""A small CNN image classifier, and a classification report of a model over a data loader.
+
+The network is `depth` VGG-style blocks (two 3x3 conv-BN-ReLU, the first with stride 2
+after the first block, channels doubling per block) and a linear head on the global
+average. Stride-2 convolutions rather than pooling: they work down to 1x1 feature maps, so
+any depth fits any image size (8x8 digits included).
+
+Shapes: B batch, C channels, H x W pixels, K classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from models.classification import confusion_matrix, focal_loss, report_from_confusion
+from models.registry import register_model
+
+LOSSES = ("ce", "focal")
+
+
+def conv_bn_relu(in_channels: int, channels: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+
+
+class ImageClassifier(nn.Module):
+    def __init__(self, width: int, depth: int, dropout: float, num_classes: int, in_channels: int,
+                 loss: str, focal_gamma: float) -> None:
+        super().__init__()
+        self.num_classes, self.loss_name, self.focal_gamma = num_classes, loss, focal_gamma
+        layers, channels = [], in_channels
+        for index in range(depth):
+            out_channels = width * 2**index
+            layers += conv_bn_relu(channels, out_channels, stride=1 if index == 0 else 2)
+            layers += conv_bn_relu(out_channels, out_channels, stride=1)
+            channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
+
+    def logits(self, images: Tensor) -> Tensor:
+        """[B, C, H, W] -> [B, K]."""
+        return self.head(self.features(images).mean(dim=(2, 3)))
+
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.loss_name == "focal":
+            return focal_loss(logits, labels, self.focal_gamma)
+        return F.cross_entropy(logits.float(), labels)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits, labels = self.logits(batch["images"]), batch["labels"].long()
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        return {"loss": self.loss(logits, labels), "accuracy": accuracy.detach()}
+
+    @torch.no_grad()
+    def validation_metrics(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Batch loss and accuracy; deterministic in eval mode, so `generator` is not needed."""
+        return self(batch)
+
+    def fit_to_data(self, train_dataset: Dataset) -> None:
+        """Refuse training labels outside 0..num_classes-1 before the first step (on a GPU they
+        would end the trial with a device-side assert instead of a message)."""
+        labels = getattr(train_dataset, "labels", None)
+        if labels is None:
+            labels = torch.stack([train_dataset[i]["labels"] for i in range(len(train_dataset))])
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels hold class ids {int(labels.min())}..{int(labels.max())} but "
+                             f"model.args.num_classes is {self.num_classes} (ids 0..{self.num_classes - 1})")
+
+    def report(self, loader: Iterable[dict[str, Tensor]]) -> dict:
+        """`classification_report(self, loader)`: per-class and overall results over the whole loader."""
+        return classification_report(self, loader)
+
+
+@torch.no_grad()
+def classification_report(model: ImageClassifier, loader: Iterable[dict[str, Tensor]]) -> dict:
+    """Per-class precision, recall, F1 and support, overall accuracy and the confusion matrix of
+    `model` over every batch of `loader` (batches with "images" and "labels"), as plain lists.
+
+    Exact over the whole loader, unlike the loop's mean of batch metrics. The keys are those
+    of `models.classification.report_from_confusion`; the model is left in the mode it was in.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    matrix = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long, device=device)
+    for batch in loader:
+        pred = model.logits(batch["images"].to(device)).argmax(dim=1)
+        matrix += confusion_matrix(pred, batch["labels"].to(device).long(), model.num_classes)
+    model.train(was_training)
+    return report_from_confusion(matrix.cpu())
+
+
+@register_model
+def image_classifier(
+    width: int = 32,
+    depth: int = 3,
+    dropout: float = 0.1,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    loss: str = "ce",
+    focal_gamma: float = 2.0,
+) -> ImageClassifier:
+    """CNN of `depth` blocks, `width` channels in the first (doubling per block), dropout before the head.
+
+    loss: ce | focal (with focal_gamma). Batches carry "images" [B, in_channels, H, W] and
+    "labels" [B] class ids 0..num_classes-1.
+    """
+    # Validate before allocating: a bad trial config should fail in milliseconds.
+    for name, value in [("width", width), ("depth", depth), ("in_channels", in_channels)]:
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    if focal_gamma < 0:
+        raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
+    return ImageClassifier(width=width, depth=depth, dropout=dropout, num_classes=num_classes,
+                           in_channels=in_channels, loss=loss, focal_gamma=focal_gamma)

@@ -1,0 +1,149 @@
+"""Keypoint U-Net: one heatmap per landmark (vertebra corners on spine radiographs, say).
+
+A plain U-Net (Ronneberger et al. 2015) maps the image to K heatmaps at full resolution,
+regressed with MSE onto Gaussians of standard deviation `sigma` pixels centred on the true
+keypoints (the heatmap regression of Tompson et al. 2014 and SimpleBaseline). The targets
+are rendered here, from the coordinates in the batch, so that sigma is a model argument a
+search can vary. Keypoints are read back as each heatmap's peak, refined to sub-pixel
+precision by a Gaussian fit to the peak and its neighbours.
+
+Shapes: B batch, C image channels, H x W pixels, K keypoints; coordinates are (x, y)
+pixels with x along W and pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.registry import register_model
+from models.unet_parts import ConvBlock, Encoder, check_input_size, check_unet_args
+
+
+def render_heatmaps(keypoints: Tensor, height: int, width: int, sigma: float) -> Tensor:
+    """[B, K, 2] (x, y) -> [B, K, H, W] unnormalised Gaussians (peak 1 at a keypoint on a pixel centre)."""
+    xs = torch.arange(width, device=keypoints.device, dtype=keypoints.dtype)
+    ys = torch.arange(height, device=keypoints.device, dtype=keypoints.dtype)
+    dx2 = (xs - keypoints[..., 0:1]) ** 2  # [B, K, W]
+    dy2 = (ys - keypoints[..., 1:2]) ** 2  # [B, K, H]
+    # Separable: exp(-(dx^2 + dy^2) / 2 s^2) as the outer product of two 1-D Gaussians.
+    return torch.exp(-dy2 / (2 * sigma**2))[..., :, None] * torch.exp(-dx2 / (2 * sigma**2))[..., None, :]
+
+
+def heatmap_peaks(heatmaps: Tensor) -> Tensor:
+    """[B, K, H, W] -> [B, K, 2] (x, y): each map's argmax, refined to sub-pixel precision.
+
+    The refinement fits a parabola through the log of the peak and its two neighbours,
+    along x and along y: exact for a Gaussian peak, which is what the maps are trained to
+    be (the Taylor step of DARK, Zhang et al. 2020, in its 1-D form). The shift never
+    exceeds half a pixel, since the peak is the largest of the three. Values <= 0 count as
+    a tiny positive, so a peak with no positive neighbour stays on its pixel, and so does
+    a peak on the border along the axis where one neighbour is missing.
+    """
+    B, K, H, W = heatmaps.shape
+    flat = heatmaps.flatten(2).argmax(-1)  # [B, K]
+    y, x = flat // W, flat % W
+    logs = F.pad(heatmaps, (1, 1, 1, 1)).clamp_min(1e-6).log()  # padding only keeps the indexing in range
+    batch = torch.arange(B, device=heatmaps.device)[:, None]
+    channel = torch.arange(K, device=heatmaps.device)[None, :]
+
+    def at(dy: int, dx: int) -> Tensor:  # [B, K] log-values around the peaks
+        return logs[batch, channel, y + 1 + dy, x + 1 + dx]
+
+    centre = at(0, 0)
+
+    def vertex(before: Tensor, after: Tensor, inside: Tensor) -> Tensor:
+        curvature = before - 2 * centre + after  # < 0 at a strict maximum
+        fits = inside & (curvature < 0)
+        return torch.where(fits, 0.5 * (before - after) / curvature.clamp_max(-1e-12), 0.0)
+
+    shift_x = vertex(at(0, -1), at(0, 1), (x > 0) & (x < W - 1))
+    shift_y = vertex(at(-1, 0), at(1, 0), (y > 0) & (y < H - 1))
+    return torch.stack([x + shift_x, y + shift_y], dim=-1)
+
+
+def keypoint_errors(predicted: Tensor, true: Tensor) -> Tensor:
+    """[B, K, 2] twice -> [B, K] Euclidean distances in pixels."""
+    return (predicted - true).norm(dim=-1)
+
+
+def pck(predicted: Tensor, true: Tensor, threshold: float) -> Tensor:
+    """Percentage of correct keypoints, as a fraction: the share within `threshold` pixels of the truth."""
+    return (keypoint_errors(predicted, true) <= threshold).float().mean()
+
+
+class KeypointUNet(nn.Module):
+    def __init__(self, in_channels: int, num_keypoints: int, depth: int, base_width: int, sigma: float,
+                 pck_fraction: float) -> None:
+        super().__init__()
+        check_unet_args(depth, base_width, in_channels)
+        if num_keypoints < 1:
+            raise ValueError(f"num_keypoints must be a positive integer, got {num_keypoints}")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
+        if not 0 < pck_fraction <= 1:
+            raise ValueError(f"pck_fraction must be in (0, 1], got {pck_fraction}")
+        self.depth, self.num_keypoints = depth, num_keypoints
+        self.sigma, self.pck_fraction = sigma, pck_fraction
+        self.encoder = Encoder(in_channels, depth, base_width)
+        widths = self.encoder.widths
+        # up[i] takes level i+1 to level i's resolution and width; decode[i] merges it with the skip.
+        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth - 1))
+        self.decode = nn.ModuleList(ConvBlock(2 * widths[i], widths[i]) for i in range(depth - 1))
+        self.head = nn.Conv2d(widths[0], num_keypoints, kernel_size=1)
+
+    def heatmaps(self, image: Tensor) -> Tensor:
+        """[B, C, H, W] -> [B, K, H, W]."""
+        check_input_size(image, self.depth)
+        features = self.encoder(image)
+        x = features[-1]
+        for level in reversed(range(self.depth - 1)):
+            x = self.decode[level](torch.cat([features[level], self.up[level](x)], dim=1))
+        return self.head(x)
+
+    def _loss(self, heatmaps: Tensor, keypoints: Tensor) -> Tensor:
+        target = render_heatmaps(keypoints.float(), heatmaps.shape[-2], heatmaps.shape[-1], self.sigma)
+        # float32: under bf16 autocast, a mean over every pixel of K maps loses precision.
+        return F.mse_loss(heatmaps.float(), target)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"loss": self._loss(self.heatmaps(batch["image"]), batch["keypoints"])}
+
+    @torch.no_grad()
+    def validation_metrics(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Batch means of the heatmap loss, the keypoint error in pixels, and PCK at pck_fraction of the image.
+
+        `generator` is unused: nothing here is random.
+        """
+        heatmaps = self.heatmaps(batch["image"])
+        keypoints = batch["keypoints"].float()
+        predicted = heatmap_peaks(heatmaps.float())
+        threshold = self.pck_fraction * max(heatmaps.shape[-2:])
+        return {
+            "loss": self._loss(heatmaps, keypoints),
+            "mean_error_px": keypoint_errors(predicted, keypoints).mean(),
+            "pck": pck(predicted, keypoints, threshold),
+        }
+
+
+@register_model
+def keypoint_unet(
+    *,
+    depth: int = 4,
+    base_width: int = 16,
+    in_channels: int = 1,
+    num_keypoints: int = 4,
+    sigma: float = 2.0,
+    pck_fraction: float = 0.05,
+) -> KeypointUNet:
+    """U-Net regressing `num_keypoints` Gaussian heatmaps of `sigma` pixels.
+
+    depth: resolution levels (input sides must be multiples of 2**(depth-1)); base_width:
+    channels of the first level, doubled at each level below; pck_fraction: the PCK
+    threshold as a fraction of the image's longer side.
+    """
+    return KeypointUNet(in_channels=in_channels, num_keypoints=num_keypoints, depth=depth, base_width=base_width,
+                        sigma=sigma, pck_fraction=pck_fraction)

@@ -1,0 +1,36 @@
+"""Every YAML shipped in search_spaces/ passes the dry run and runs a tiny real search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.specs import SEARCH_SPACES
+from trainables import load_spec
+from trainables.preflight import check_data_and_model, dry_run_report, prepare_output
+from trainables.search import SearchOptions, run_search
+
+SPACES = sorted(path.name for path in SEARCH_SPACES.glob("*.yaml"))
+# Shrink any search to seconds; the data settings stay as shipped.
+TINY = ["budget.trials=2", "budget.max_concurrent=2", "training.epochs=2", "training.max_steps_per_epoch=2",
+        "scheduler.grace_period=1", "budget.time_limit_minutes=null"]
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_dry_run(name: str, tmp_path: Path) -> None:
+    spec, path = load_spec(name)
+    check_data_and_model(spec, path.name)
+    report = dry_run_report(spec, tmp_path)
+    assert f"experiment: {spec.experiment}" in report and "Spec and data are valid" in report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPACES)
+def test_tiny_real_search(ray_cluster, name: str, tmp_path: Path) -> None:
+    spec, path = load_spec(name, TINY)
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    assert len(summary["trials"]) == 2
+    assert summary["best"] is not None and (out / "best" / "checkpoint.pt").exists()
