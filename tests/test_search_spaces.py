@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
 
 from tests.specs import SEARCH_SPACES
-from trainables import load_spec
+from trainables import load_model, load_spec
+from trainables.checkpoints import REPORT_FILE
 from trainables.preflight import check_data_and_model, dry_run_report, prepare_output
 from trainables.search import SearchOptions, run_search
+from trainables.summary import EXPERIMENT_SUMMARY_FILE
 
 SPACES = sorted(path.name for path in SEARCH_SPACES.glob("*.yaml"))
 # Shrink any search to seconds; the data settings stay as shipped.
@@ -32,5 +36,15 @@ def test_tiny_real_search(ray_cluster, name: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_output(spec, out, resume=False)
     summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
-    assert len(summary["trials"]) == 2
+    assert len(summary["trials"]) == 2 * max(1, len(spec.experiments))
+    if spec.experiments:  # a matrix: every experiment ran, and the comparison table lists each
+        with (out / EXPERIMENT_SUMMARY_FILE).open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert sorted({row["experiment"] for row in rows}) == sorted(spec.experiments)
+        assert all(row["status"] in ("finished", "stopped early") for row in rows)
     assert summary["best"] is not None and (out / "best" / "checkpoint.pt").exists()
+    # Models with their own report (classifiers: per-class scores, confusion matrix) leave it with the best.
+    has_report = hasattr(load_model(out / "best"), "report")
+    assert (out / "best" / REPORT_FILE).exists() == has_report
+    if has_report:
+        assert json.loads((out / "best" / REPORT_FILE).read_text())

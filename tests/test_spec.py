@@ -70,6 +70,11 @@ BAD_SPECS = [
      "resources.depends_on: expected a searched path with choice or grid values"),
     ("grace period past the budget", "scheduler/grace_period", 9,
      "scheduler.grace_period: must be <= scheduler.max_t (training.epochs by default) = 3 (got 9)"),
+    ("grid searcher with a range", "searcher", {"type": "grid"},
+     "search.training.lr: searcher.type grid tries every combination, so it takes choice or grid values only "
+     "(got a loguniform range)"),
+    ("matrix and search together", "experiments", {"base": {}},
+     "experiments: an experiment matrix runs exactly its experiments; remove the search section"),
     ("bad experiment name", "experiment", "../escape", "experiment: String should match pattern"),
 ]
 
@@ -175,3 +180,18 @@ def test_cli_dry_run_previews_without_ray(tmp_path: Path) -> None:
     assert out.count("\n1. ") == 1 and "\n3. model.args.size=" in out
     assert "model.args.size='tiny': " in out and "model.args.size='small': " in out
     assert "Ray cluster" not in out and "dashboard" not in out.lower()
+
+
+def test_experiment_matrix_validates_each_experiment(tmp_path: Path) -> None:
+    raw = tiny_mae_spec()
+    del raw["search"]
+    raw["resources"] = {"workers": 1}
+    raw["experiments"] = {"baseline": {}, "longer": {"training.epochs": 6}, "broken": {"training.epochs": 0}}
+    with pytest.raises(SpecError, match=r"experiments.broken: this experiment is not valid for training.epochs: "
+                                        r"Input should be greater than 0"):
+        load_spec(str(write_spec(tmp_path, raw)))
+    raw["experiments"]["broken"] = {"model.args.size": "gigantic"}
+    spec, _ = load_spec(str(write_spec(tmp_path, raw)), ["experiments.broken={model.args.size: small}"])
+    assert trial_spec(spec, {"experiments": "longer"}).training.epochs == 6
+    assert trial_spec(spec, {"experiments": "broken"}).model.args["size"] == "small"
+    assert trial_spec(spec, {"experiments": "baseline"}).training.epochs == spec.training.epochs

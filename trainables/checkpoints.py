@@ -7,16 +7,21 @@ state, epoch, metrics) and ``config.yaml`` (the resolved spec the trial ran). Lo
 
 from __future__ import annotations
 
+import json
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from data import build_splits
 from models import create_model
+from trainables.spec import SearchSpec
 
 STATE_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.yaml"
+REPORT_FILE = "report.json"  # the best model's own report on its validation split
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any], config: dict[str, Any]) -> Path:
@@ -41,6 +46,24 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> 
     spec it was trained with (data settings included, for the normalisation it expects).
     """
     config = load_config(folder)
+    for module in config.get("imports", []):  # where a user's own model is registered
+        import_module(module)
     model = create_model(config["model"]["name"], **config["model"]["args"])
     model.load_state_dict(load_state(folder, map_location)["model"])
     return model.to(map_location).eval()
+
+
+def write_model_report(folder: str | Path, batch_size: int = 64) -> Path | None:
+    """Run the model's own ``report(loader)`` (a classification report and confusion matrix,
+    say) on the validation split it was trained with; saved as ``report.json`` in ``folder``.
+    Returns None for models without a report."""
+    model = load_model(folder)
+    if not hasattr(model, "report"):
+        return None
+    spec = SearchSpec.model_validate(load_config(folder))
+    loader = torch.utils.data.DataLoader(build_splits(spec.data).val, batch_size=batch_size)
+    with torch.no_grad():
+        report = model.report(loader)
+    path = Path(folder) / REPORT_FILE
+    path.write_text(json.dumps(report, indent=2, default=float))
+    return path

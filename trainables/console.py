@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from trainables.spec import SearchSpec
+from trainables.spec import EXPERIMENT_KEY, SearchSpec
 from trainables.summary import TrialSummary
 
 
@@ -29,7 +29,7 @@ def progress_reporter(spec: SearchSpec) -> Any:
     from ray.tune import CLIReporter
 
     return CLIReporter(
-        parameter_columns={path: _short_name(path) for path in spec.search},
+        parameter_columns={path: _short_name(path) for path in search_columns(spec)},
         metric_columns={"epoch": "epoch", spec.metric: spec.metric, "best_value": "best", "epoch_time_s": "s/epoch"},
         sort_by_metric=True,  # by TuneConfig's metric and mode
         max_report_frequency=15,
@@ -39,7 +39,7 @@ def progress_reporter(spec: SearchSpec) -> Any:
 def print_trials(trials: list[TrialSummary], best: TrialSummary | None, spec: SearchSpec, seconds: float,
                  summary_path: Path, best_dir: Path | None) -> str:
     """The end-of-search table (as text, so tests and logs get exactly what the user saw)."""
-    params = list(spec.search)
+    params = search_columns(spec)
     table = Table(title=f"{spec.experiment}: {len(trials)} trials in {seconds / 60:.1f} min "
                         f"({spec.metric}, {spec.mode})")
     for column in ["trial", "status", "epochs", f"best {spec.metric}", "at epoch", *[_short_name(p) for p in params]]:
@@ -64,6 +64,11 @@ def print_trials(trials: list[TrialSummary], best: TrialSummary | None, spec: Se
         console.print("No trial produced a checkpoint: see the failures above.")
     console.print(f"Summary: {summary_path}")
     return buffer.getvalue().rstrip()
+
+
+def search_columns(spec: SearchSpec) -> list[str]:
+    """The config keys a trial is told apart by: searched paths, or the matrix's experiment."""
+    return [EXPERIMENT_KEY] if spec.experiments else list(spec.search)
 
 
 def _short_name(path: str) -> str:

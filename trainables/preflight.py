@@ -134,9 +134,14 @@ def default_out_dir(spec: SearchSpec) -> Path:
 
 
 def dry_run_report(spec: SearchSpec, out_dir: Path, samples: int = 3) -> str:
-    lines = ["# Resolved spec", resolved_yaml(spec).rstrip(), "", f"# {samples} sampled configurations"]
-    for index, config in enumerate(sample_configs(spec, samples), 1):
-        lines.append(f"{index}. " + ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()))
+    lines = ["# Resolved spec", resolved_yaml(spec).rstrip(), ""]
+    if spec.experiments:
+        lines.append(f"# {len(spec.experiments)} experiments (one trial each, {spec.budget.trials} time(s))")
+        lines += [f"{name}: {overrides or 'the shared defaults'}" for name, overrides in spec.experiments.items()]
+    else:
+        lines.append(f"# {samples} sampled configurations")
+        for index, config in enumerate(sample_configs(spec, samples), 1):
+            lines.append(f"{index}. " + ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()))
     lines += ["", "# Model parameters (counted on the meta device)"]
     lines += [f"{label}: {count / 1e6:.2f}M" for label, count in parameter_counts(spec)]
     lines += ["", "# Resources per trial (GPU figures apply only where the cluster has GPUs)"]

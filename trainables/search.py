@@ -34,13 +34,15 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     import ray
     from ray import tune
 
+    from trainables.checkpoints import write_model_report
     from trainables.cluster import connect
     from trainables.console import print_trials, progress_reporter, ray_banner
     from trainables.driver import make_trial_driver
     from trainables.resources import max_concurrent_trials, placement_for, unsatisfiable, use_gpus
-    from trainables.searcher import build_scheduler, build_searcher
+    from trainables.searcher import build_scheduler, build_searcher, param_space
     from trainables.snapshots import SnapshotBackup, repair
-    from trainables.summary import TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials, write_summary
+    from trainables.summary import (TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials,
+                                    write_experiment_summary, write_summary)
     from trainables.tracking import SearchTracker, local_tracking_uri, ui_command
 
     dashboard_url, started_here = connect(options.address)
@@ -71,7 +73,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         else:
             tuner = tune.Tuner(
                 trainable,
-                param_space={path: dist.to_tune() for path, dist in spec.search.items()},
+                param_space=param_space(spec),
                 tune_config=tune.TuneConfig(
                     metric=spec.metric,
                     mode=spec.mode,
@@ -102,7 +104,12 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
 
         trials = summarize_trials(results, spec.metric, spec.mode)
         best = pick_best(trials, spec.mode)
+        if spec.experiments:
+            echo(f"Experiment matrix: {write_experiment_summary(out_dir, trials, spec)}")
         best_dir = export_best(best, out_dir) if best else None
+        report_path = write_model_report(best_dir) if best_dir else None
+        if report_path:
+            echo(f"Best model's report on its validation split: {report_path}")
         tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value,
                                                   "epoch": best.best_epoch}, best_dir, failed=best is None)
         summary_path = write_summary(out_dir, trials, best, best_dir, tracker.info(), spec.model_dump(mode="json"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from trainables.spec import SearchSpec
+from trainables.spec import EXPERIMENT_KEY, SearchSpec
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
@@ -36,10 +37,21 @@ class PruneAwareOptunaSearch(OptunaSearch):
         return super().on_trial_complete(trial_id, result, error)
 
 
+def param_space(spec: SearchSpec) -> dict[str, Any]:
+    """Tune's param_space: the search's domains, every value of each for grid search, or the
+    names of an experiment matrix."""
+    if spec.experiments:
+        return {EXPERIMENT_KEY: tune.grid_search(list(spec.experiments))}
+    if spec.searcher.type == "grid":
+        return {path: tune.grid_search(list(dist.values)) for path, dist in spec.search.items()}
+    return {path: dist.to_tune() for path, dist in spec.search.items()}
+
+
 def build_searcher(spec: SearchSpec) -> Searcher | SearchAlgorithm:
-    if spec.searcher.type == "optuna":
+    if spec.searcher.type == "optuna" and not spec.experiments:
         sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed, n_startup_trials=spec.searcher.startup_trials)
         return PruneAwareOptunaSearch(sampler=sampler)
+    # Random sampling, grid expansion and experiment matrices: Tune's own variant generator.
     return BasicVariantGenerator(random_state=spec.searcher.seed)
 
 

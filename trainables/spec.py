@@ -34,6 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SEARCH_SPACES_DIR = PROJECT_ROOT / "search_spaces"
 # Paths a search may address; data settings are searchable too (crop size, say).
 SEARCHABLE_SECTIONS = ("model", "training", "data")
+EXPERIMENT_KEY = "experiments"  # the trial config key naming an experiment of a matrix
 
 
 class SpecError(ValueError):
@@ -67,7 +68,7 @@ class TrainingSpec(_Section):
 
 
 class SearcherSpec(_Section):
-    type: Literal["optuna", "random"] = "optuna"  # optuna = TPE
+    type: Literal["optuna", "random", "grid"] = "optuna"  # optuna = TPE; grid = every combination
     seed: int = 0
     startup_trials: PositiveInt = 5  # random trials before TPE starts modelling (optuna only)
 
@@ -114,6 +115,9 @@ class SearchSpec(_Section):
     data: DataConfig = Field(default_factory=HyperspectralDataConfig)  # a `kind` from data.kinds
     training: TrainingSpec = TrainingSpec()
     search: dict[str, Distribution] = {}  # dotted path -> distribution
+    # An experiment matrix instead of a search: name -> {dotted path: value} overrides of
+    # this spec; each named experiment runs as one trial (budget.trials times).
+    experiments: dict[str, dict[str, Any]] = {}
     searcher: SearcherSpec = SearcherSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     budget: BudgetSpec = BudgetSpec()
@@ -173,6 +177,7 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
             raise SpecError(f"{where}: imports.{index}: cannot import {module!r} ({exc})") from None
     _check_model(spec.model, where, "model")
     _check_search(spec, raw, where)
+    _check_experiments(spec, raw, where)
     _check_resources(spec, where)
     if spec.scheduler.type == "asha" and spec.scheduler.grace_period > spec.max_t:
         raise SpecError(f"{where}: scheduler.grace_period: must be <= scheduler.max_t "
@@ -183,11 +188,14 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
 
 
 def trial_spec(spec: SearchSpec, sampled: dict[str, Any]) -> SearchSpec:
-    """The spec one trial runs: the resolved spec with the sampled values written in."""
+    """The spec one trial runs: the resolved spec with the sampled values written in (or,
+    in an experiment matrix, the named experiment's overrides)."""
     raw = spec.model_dump(mode="json")
-    for path, value in sampled.items():
+    sampled = dict(sampled)
+    overrides = spec.experiments.get(sampled.pop(EXPERIMENT_KEY, None), {})
+    for path, value in {**overrides, **sampled}.items():
         set_path(raw, path, value)
-    raw["search"] = {}
+    raw["search"], raw["experiments"] = {}, {}
     return SearchSpec.model_validate(raw)
 
 
@@ -319,18 +327,47 @@ def _check_search(spec: SearchSpec, raw: dict[str, Any], where: str) -> None:
         if path.split(".")[0] not in SEARCHABLE_SECTIONS:
             raise SpecError(f"{where}: {key}: a searched path starts with one of: {', '.join(SEARCHABLE_SECTIONS)}")
         if isinstance(dist, Grid) and spec.searcher.type == "optuna":
-            raise SpecError(f"{where}: {key}: grid values need searcher.type: random (Optuna refuses grid search)")
+            raise SpecError(f"{where}: {key}: grid values need searcher.type: random or grid "
+                            f"(Optuna refuses grid search)")
+        if spec.searcher.type == "grid" and not isinstance(dist, (Choice, Grid)):
+            raise SpecError(f"{where}: {key}: searcher.type grid tries every combination, so it takes "
+                            f"choice or grid values only (got a {dist.type} range)")
         # Each candidate value must make a valid spec: `training.epochs: {low: 0...}` fails here.
         for value in dist.candidate_values():
-            trial_raw = copy.deepcopy(raw)
-            trial_raw.pop("search", None)
-            set_path(trial_raw, path, value)
-            try:
-                trial = _parse(trial_raw, where)
-                _check_model(trial.model, where, "model")
-            except SpecError as exc:
-                detail = str(exc).removeprefix(f"{where}: ")
-                raise SpecError(f"{where}: {key}: value {value!r} is not valid for {detail}") from None
+            _check_overrides(raw, {path: value}, where, key, f"value {value!r}")
+
+
+def _check_experiments(spec: SearchSpec, raw: dict[str, Any], where: str) -> None:
+    if not spec.experiments:
+        return
+    if spec.search:
+        raise SpecError(f"{where}: experiments: an experiment matrix runs exactly its experiments; "
+                        f"remove the search section (or the experiments)")
+    for name, overrides in spec.experiments.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise SpecError(f"{where}: experiments.{name}: a name of letters, digits, _ . - is expected")
+        if not isinstance(overrides, dict):
+            raise SpecError(f"{where}: experiments.{name}: expected a mapping of key.path: value (or {{}})")
+        for path in overrides:
+            if path.split(".")[0] not in SEARCHABLE_SECTIONS:
+                raise SpecError(f"{where}: experiments.{name}.{path}: an override starts with one of: "
+                                f"{', '.join(SEARCHABLE_SECTIONS)}")
+        _check_overrides(raw, overrides, where, f"experiments.{name}", "this experiment")
+
+
+def _check_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str, key: str, what: str) -> None:
+    """The spec with ``overrides`` written in must be valid, model arguments included."""
+    trial_raw = copy.deepcopy(raw)
+    trial_raw.pop("search", None)
+    trial_raw.pop("experiments", None)
+    for path, value in overrides.items():
+        set_path(trial_raw, path, value)
+    try:
+        trial = _parse(trial_raw, where)
+        _check_model(trial.model, where, "model")
+    except SpecError as exc:
+        detail = str(exc).removeprefix(f"{where}: ")
+        raise SpecError(f"{where}: {key}: {what} is not valid for {detail}") from None
 
 
 def _check_resources(spec: SearchSpec, where: str) -> None:

@@ -6,6 +6,7 @@ reported, which punishes a trial that peaked and then drifted).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -19,9 +20,11 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from trainables.checkpoints import CONFIG_FILE, STATE_FILE
 from trainables.preflight import SUMMARY_FILE
+from trainables.spec import EXPERIMENT_KEY
 
 FINISHED, STOPPED_EARLY, FAILED = "finished", "stopped early", "failed"
-TRIAL_DIR_PREFIX = "trial_"  # Tune's trial folders are named TRIAL_DIR_PREFIX + trial id
+TRIAL_DIR_PREFIX = "trial_"
+EXPERIMENT_SUMMARY_FILE = "experiment_summary.csv"  # Tune's trial folders are named TRIAL_DIR_PREFIX + trial id
 
 
 @dataclass
@@ -88,6 +91,22 @@ def _write_atomically(path: Path, summary: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=str))
     tmp.replace(path)  # scripts never read half a summary
+
+
+def write_experiment_summary(out_dir: Path, trials: list[TrialSummary], spec: Any) -> Path:
+    """experiment_summary.csv: one row per trial of an experiment matrix, best first."""
+    path = out_dir / EXPERIMENT_SUMMARY_FILE
+    sign = 1 if spec.mode == "min" else -1
+    ranked = sorted(trials, key=lambda t: (t.best_value is None, sign * (t.best_value or 0.0)))
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["experiment", "trial_id", "status", f"best_{spec.metric}", "best_epoch", "epochs",
+                         "overrides"])
+        for trial in ranked:
+            name = trial.config.get(EXPERIMENT_KEY, "")
+            writer.writerow([name, trial.trial_id, trial.status, trial.best_value, trial.best_epoch, trial.epochs,
+                             json.dumps(spec.experiments.get(name, {}))])
+    return path
 
 
 def update_tracking_info(out_dir: Path, info: dict[str, Any]) -> None:
