@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -23,14 +22,6 @@ from models import create_model
 from models.classification import focal_loss, macro_f1, report_from_confusion
 from models.classifier import classification_report
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models: intra-op threads cost more than they save on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_images(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:

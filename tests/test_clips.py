@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -26,14 +25,6 @@ from models.resnet3d_multitask import augment_clips
 TINY = dict(width=4, clip_frames=4)
 SMALL_SYNTHETIC = {"clips": 40, "views": 2, "frames": 6, "size": 16}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models: intra-op threads cost more than they save on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def clips_cfg(cache: Path, **overrides) -> ClipsDataConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -22,14 +21,6 @@ from trainables.spec import load_spec
 
 SMALL_SYNTHETIC = {"images": 12, "size": 32}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny convolutions: intra-op threads spin-wait on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def synthetic_cfg(cache: Path, **overrides) -> KeypointsDataConfig:

@@ -2,7 +2,7 @@
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -89,15 +89,6 @@ MODEL_CASES = {
 # Full-size configuration of the spectral MAE: 500 x 500 pixels, 30 bands.
 FULL_MAE = dict(img_size=500, patch_size=25, in_chans=30, spectral_patch=5)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # These models are tiny: intra-op threads cost more than they save, and on a shared
-    # 2-core machine their spin-waiting turned the 2 s training test into 90 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- registry ---------------------------------------------------------------------------

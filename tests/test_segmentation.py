@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -23,14 +22,6 @@ from trainables.spec import load_spec
 SMALL_SYNTHETIC = {"images": 8, "height": 32, "width": 48}
 NO_AUGMENT = {"hflip_p": 0, "vflip_p": 0, "rotate90_p": 0, "affine_p": 0, "elastic_p": 0, "dropout_p": 0}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny convolutions: intra-op threads spin-wait on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def synthetic_cfg(cache: Path, **overrides) -> SegmentationDataConfig:

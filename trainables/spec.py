@@ -229,13 +229,6 @@ def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[0]] = value
 
 
-def get_path(raw: dict[str, Any], dotted: str) -> Any:
-    node: Any = raw
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def _parse(raw: dict[str, Any], where: str) -> SearchSpec:
     try:
         return SearchSpec.model_validate(raw)
