@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -53,6 +54,9 @@ class FaultyAutoencoder(nn.Module):
                 if self.fault == "raise":
                     raise RuntimeError("injected failure")
                 if self.fault == "kill":
+                    # A real epoch takes a while: give Ray Train's controller time to collect
+                    # the last report (it polls its workers) before the process dies.
+                    time.sleep(3)
                     os.kill(os.getpid(), signal.SIGKILL)
         return {"loss": loss, "mse": loss.detach()}
 

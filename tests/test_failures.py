@@ -89,3 +89,26 @@ def test_mlflow_records_what_happened(faulty_search) -> None:
         run = by_trial[_trial(summary, fault)["trial_id"]]
         assert run.info.status == "FINISHED" and run.data.tags[END_TAG] == "finished"
         assert run.data.tags[RETRIES_TAG] == "1"
+
+
+def test_killed_ddp_worker_restarts_from_the_latest_checkpoint(ray_cluster, tmp_path: Path) -> None:
+    raw = tiny_mae_spec("ddp-fault")
+    raw["imports"] = ["tests.fault_models"]
+    raw["model"] = {"name": "faulty_autoencoder",
+                    "args": {"in_chans": 10, "fault": "kill", "fail_epoch": 2, "marker_dir": str(tmp_path / "m")}}
+    raw["metric"] = "val_mse"
+    raw["search"] = {"training.seed": {"type": "grid", "values": [0]}}
+    raw["searcher"] = {"type": "random", "seed": 0}
+    raw["scheduler"] = {"type": "none"}
+    raw["resources"] = {"workers": 2, "cpus_per_worker": 1}
+    raw["budget"] = {"trials": 1, "max_failures": 2}
+    raw["training"]["epochs"] = 3
+    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    (trial,) = summary["trials"]
+    assert trial["status"] == "finished" and trial["epochs"] >= 3
+    # Rank 0 killed its own process at epoch 2; each rank logs an attempt: 2 ranks x 2 starts.
+    assert _attempts(tmp_path / "m", "kill") == 4
+    assert _last_result(out, trial["trial_id"])["resumed_from_epoch"] == 1

@@ -89,6 +89,9 @@ def make_trial_driver(spec: SearchSpec, gpus: bool, storage_path: str) -> Callab
                 name=f"ddp-{tune.get_context().get_trial_id()}",
                 storage_path=storage_path,
                 callbacks=[TuneReportCallback()],
+                # A lost or crashed DDP worker restarts the worker group from the latest
+                # checkpoint, inside the trial, before Tune's own retries are needed.
+                failure_config=train.FailureConfig(max_failures=spec.budget.max_failures),
                 checkpoint_config=CheckpointConfig(
                     num_to_keep=1, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
                 ),
