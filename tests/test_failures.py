@@ -18,26 +18,30 @@ from trainables.tracking import END_TAG, REASON_TAG, RETRIES_TAG, TRIAL_ID_TAG
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def faulty_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
-    folder = tmp_path_factory.mktemp("faults")
-    markers = folder / "markers"
+def _faulty_search(folder: Path, markers: Path, faults: list[str], workers: int) -> tuple[dict, Path]:
+    """A real search of the fault-injecting model, one trial per fault (failing at epoch 2)."""
     raw = tiny_mae_spec("faults")
     raw["imports"] = ["tests.fault_models"]
     raw["model"] = {"name": "faulty_autoencoder",
                     "args": {"in_chans": 10, "fail_epoch": 2, "marker_dir": str(markers)}}
     raw["metric"] = "val_mse"
-    raw["search"] = {"model.args.fault": {"type": "grid", "values": ["raise", "kill", "nan"]}}
+    raw["search"] = {"model.args.fault": {"type": "grid", "values": faults}}
     raw["searcher"] = {"type": "random", "seed": 0}
     raw["scheduler"] = {"type": "none"}
-    raw["resources"] = {"workers": 1, "cpus_per_worker": 1}
+    raw["resources"] = {"workers": workers, "cpus_per_worker": 1}
     raw["budget"] = {"trials": 1, "max_failures": 2}
     raw["training"]["epochs"] = 3
     spec, _ = load_spec(str(write_spec(folder, raw)))
     out = folder / "out"
     prepare_output(spec, out, resume=False)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
-    return summary, out, markers
+    return run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None), out
+
+
+@pytest.fixture(scope="module")
+def faulty_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
+    folder = tmp_path_factory.mktemp("faults")
+    summary, out = _faulty_search(folder, folder / "markers", ["raise", "kill", "nan"], workers=1)
+    return summary, out, folder / "markers"
 
 
 def _trial(summary: dict, fault: str) -> dict:
@@ -92,21 +96,7 @@ def test_mlflow_records_what_happened(faulty_search) -> None:
 
 
 def test_killed_ddp_worker_restarts_from_the_latest_checkpoint(ray_cluster, tmp_path: Path) -> None:
-    raw = tiny_mae_spec("ddp-fault")
-    raw["imports"] = ["tests.fault_models"]
-    raw["model"] = {"name": "faulty_autoencoder",
-                    "args": {"in_chans": 10, "fault": "kill", "fail_epoch": 2, "marker_dir": str(tmp_path / "m")}}
-    raw["metric"] = "val_mse"
-    raw["search"] = {"training.seed": {"type": "grid", "values": [0]}}
-    raw["searcher"] = {"type": "random", "seed": 0}
-    raw["scheduler"] = {"type": "none"}
-    raw["resources"] = {"workers": 2, "cpus_per_worker": 1}
-    raw["budget"] = {"trials": 1, "max_failures": 2}
-    raw["training"]["epochs"] = 3
-    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
-    out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    summary, out = _faulty_search(tmp_path, tmp_path / "m", ["kill"], workers=2)
     (trial,) = summary["trials"]
     assert trial["status"] == "finished" and trial["epochs"] >= 3
     # Rank 0 killed its own process at epoch 2; each rank logs an attempt: 2 ranks x 2 starts.
