@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -30,6 +31,16 @@ def _results(out: Path) -> dict[str, list[dict]]:
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         found[path.parent.name.removeprefix("trial_")] = [json.loads(line) for line in lines]
     return found
+
+
+def _study_trials(out: Path) -> int:
+    """Trials in the search's persisted Optuna study, read from this (another) process."""
+    if not (out / "optuna.db").exists():
+        return 0
+    try:
+        return len(optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'optuna.db'}").trials)
+    except (KeyError, ValueError, RuntimeError):  # not created yet
+        return 0
 
 
 def _launch(spec_file: Path, out: Path, log: Path) -> subprocess.Popen:
@@ -53,7 +64,9 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
 
     first = _launch(spec_file, out, tmp_path / "first.log")
     deadline = time.monotonic() + 240
+    seen_live = 0  # trials this (second) process read from the study while the search ran
     while True:
+        seen_live = max(seen_live, _study_trials(out))
         assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
         assert first.poll() is None, "the search ended before it could be killed"
         results = _results(out)
@@ -62,6 +75,7 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
         if len(finished) >= 2 and running:
             break
         time.sleep(0.2)
+    assert seen_live >= 2, "the persisted Optuna study was not readable while the search ran"
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     interrupted = set(running)
@@ -92,6 +106,10 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
                               filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
     assert sorted(r.data.tags[TRIAL_ID_TAG] for r in runs) == sorted(t["trial_id"] for t in summary["trials"])
     assert len(client.search_runs([info["experiment_id"]], filter_string="tags.`hpsearch.role` = 'search'")) == 1
+
+    # The persisted study (what optuna-dashboard reads) was continued, not started again.
+    stored = optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(stored.trials) == TRIALS and {t.state.name for t in stored.trials} == {"COMPLETE"}
 
     # Optuna kept its history: one study trial per search trial, none asked twice.
     state_file = sorted((out / "tune").glob("searcher-state-*.pkl"))[-1]  # names carry the start time

@@ -39,7 +39,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.console import print_trials, progress_reporter, ray_banner
     from trainables.driver import make_trial_driver
     from trainables.resources import max_concurrent_trials, placement_for, unsatisfiable, use_gpus
-    from trainables.searcher import build_scheduler, build_searcher, param_space
+    from trainables.searcher import build_scheduler, build_searcher, param_space, study_storage_url
     from trainables.snapshots import SnapshotBackup, repair
     from trainables.summary import (TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials,
                                     write_experiment_summary, write_summary)
@@ -63,6 +63,10 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         echo(f"MLflow: tracking URI {tracking_uri} (parent run {tracker.parent_run_id or 'pending'})\n"
              f"  open its UI with: {ui_command(tracking_uri, out_dir)}")
 
+        if spec.searcher.type == "optuna" and not spec.experiments:
+            echo(f"Optuna study {spec.experiment!r}: {study_storage_url(spec, out_dir)}\n"
+                 f"  watch it live with: optuna-dashboard {study_storage_url(spec, out_dir)}  "
+                 f"(pip install optuna-dashboard)")
         trainable = tune.with_resources(make_trial_driver(spec, gpus, str(out_dir / "ddp")), placement_for(spec, gpus))
         experiment_dir = out_dir / TUNE_DIR
         if options.resumed and tune.Tuner.can_restore(str(experiment_dir)):
@@ -77,7 +81,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 tune_config=tune.TuneConfig(
                     metric=spec.metric,
                     mode=spec.mode,
-                    search_alg=build_searcher(spec),
+                    search_alg=build_searcher(spec, out_dir),
                     scheduler=build_scheduler(spec),
                     num_samples=spec.budget.trials,
                     max_concurrent_trials=concurrency,

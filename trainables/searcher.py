@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -11,6 +12,9 @@ from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.spec import EXPERIMENT_KEY, SearchSpec
+
+
+OPTUNA_DB = "optuna.db"
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
@@ -47,10 +51,20 @@ def param_space(spec: SearchSpec) -> dict[str, Any]:
     return {path: dist.to_tune() for path, dist in spec.search.items()}
 
 
-def build_searcher(spec: SearchSpec) -> Searcher | SearchAlgorithm:
+def study_storage_url(spec: SearchSpec, out_dir: Path) -> str:
+    return spec.searcher.storage or f"sqlite:///{(out_dir / OPTUNA_DB).resolve()}"
+
+
+def build_searcher(spec: SearchSpec, out_dir: Path) -> Searcher | SearchAlgorithm:
     if spec.searcher.type == "optuna" and not spec.experiments:
         sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed, n_startup_trials=spec.searcher.startup_trials)
-        return PruneAwareOptunaSearch(sampler=sampler)
+        # A persisted study: optuna-dashboard shows it live, and a resumed search (whose
+        # searcher state points at the same database) continues it.
+        url = study_storage_url(spec, out_dir)
+        # SQLite: wait for a reader (the dashboard) rather than fail with "database is locked".
+        engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return PruneAwareOptunaSearch(sampler=sampler, storage=storage, study_name=spec.experiment)
     # Random sampling, grid expansion and experiment matrices: Tune's own variant generator.
     return BasicVariantGenerator(random_state=spec.searcher.seed)
 

@@ -71,6 +71,9 @@ class SearcherSpec(_Section):
     type: Literal["optuna", "random", "grid"] = "optuna"  # optuna = TPE; grid = every combination
     seed: int = 0
     startup_trials: PositiveInt = 5  # random trials before TPE starts modelling (optuna only)
+    # Where the Optuna study lives (optuna only): null = optuna.db in the output folder; a
+    # database URL (postgresql://...) on a cluster. optuna-dashboard reads it live.
+    storage: str | None = None
 
 
 class SchedulerSpec(_Section):
