@@ -2,7 +2,7 @@
 validated config into the training and validation datasets plus the split manifest.
 
 To add a kind: write its pydantic config (with a `kind: Literal["name"]` field and
-`extra="forbid"`) and a builder returning `DataSplits`, add the config to `DataConfig` and
+`extra="forbid"`) and a builder returning (train, val, split manifest), add the config to `DataConfig` and
 the builder to `_BUILDERS`. The training loop and the spec loader need no change.
 """
 
@@ -41,38 +41,19 @@ DataConfig = Annotated[
 ]
 
 
-def _hyperspectral(cfg: HyperspectralDataConfig) -> DataSplits:
+def _hyperspectral(cfg: HyperspectralDataConfig) -> tuple[Dataset, Dataset, Manifest]:
     split = make_split(prepare(cfg), cfg)
     train, val, _ = build_datasets(cfg, split)
-    return DataSplits(train=train, val=val, manifest=split)
+    return train, val, split
 
 
-def _clips(cfg: ClipsDataConfig) -> DataSplits:
-    train, val, split = build_clip_datasets(cfg)
-    return DataSplits(train=train, val=val, manifest=split)
-
-
-def _digits(cfg: DigitsDataConfig) -> DataSplits:
-    train, val, split = build_image_datasets(cfg)
-    return DataSplits(train=train, val=val, manifest=split)
-
-
-def _keypoints(cfg: KeypointsDataConfig) -> DataSplits:
-    train, val, split = build_keypoint_datasets(cfg)
-    return DataSplits(train=train, val=val, manifest=split)
-
-
-def _segmentation(cfg: SegmentationDataConfig) -> DataSplits:
-    train, val, split = build_segmentation_datasets(cfg)
-    return DataSplits(train=train, val=val, manifest=split)
-
-
-_BUILDERS: dict[type, Callable[[Any], DataSplits]] = {
+# Each kind's builder: config -> (train, val, split manifest).
+_BUILDERS: dict[type, Callable[[Any], tuple[Dataset, Dataset, Manifest]]] = {
     HyperspectralDataConfig: _hyperspectral,
-    ClipsDataConfig: _clips,
-    DigitsDataConfig: _digits,
-    KeypointsDataConfig: _keypoints,
-    SegmentationDataConfig: _segmentation,
+    ClipsDataConfig: build_clip_datasets,
+    DigitsDataConfig: build_image_datasets,
+    KeypointsDataConfig: build_keypoint_datasets,
+    SegmentationDataConfig: build_segmentation_datasets,
 }
 
 
@@ -82,4 +63,5 @@ DATA_KINDS: dict[str, type] = {cls.model_fields["kind"].default: cls for cls in 
 
 def build_splits(cfg: DataConfig) -> DataSplits:
     """Datasets and split for any data kind (synthetic data is generated on first use)."""
-    return _BUILDERS[type(cfg)](cfg)
+    train, val, manifest = _BUILDERS[type(cfg)](cfg)
+    return DataSplits(train=train, val=val, manifest=manifest)

@@ -33,6 +33,11 @@ class _Distribution(BaseModel, ABC):
         """The equivalent Ray Tune domain (imported lazily: specs load without Ray)."""
 
 
+def _check_low_below_high(low: float, high: float) -> None:
+    if not low < high:
+        raise ValueError(f"low must be < high (got low={low}, high={high})")
+
+
 class Uniform(_Distribution):
     type: Literal["uniform"]
     low: float
@@ -40,8 +45,7 @@ class Uniform(_Distribution):
 
     @model_validator(mode="after")
     def _check(self) -> "Uniform":
-        if not self.low < self.high:
-            raise ValueError(f"low must be < high (got low={self.low}, high={self.high})")
+        _check_low_below_high(self.low, self.high)
         return self
 
     def candidate_values(self) -> list[Any]:
@@ -62,8 +66,7 @@ class LogUniform(_Distribution):
     def _check(self) -> "LogUniform":
         if self.low <= 0:
             raise ValueError(f"low must be > 0 for loguniform (got {self.low})")
-        if not self.low < self.high:
-            raise ValueError(f"low must be < high (got low={self.low}, high={self.high})")
+        _check_low_below_high(self.low, self.high)
         return self
 
     def candidate_values(self) -> list[Any]:
@@ -86,8 +89,7 @@ class IntRange(_Distribution):
 
     @model_validator(mode="after")
     def _check(self) -> "IntRange":
-        if not self.low < self.high:
-            raise ValueError(f"low must be < high (got low={self.low}, high={self.high})")
+        _check_low_below_high(self.low, self.high)
         if self.log and self.low <= 0:
             raise ValueError(f"low must be > 0 when log is true (got {self.low})")
         if self.log and self.step != 1:
