@@ -9,16 +9,16 @@ V2: ``Tuner(TorchTrainer)`` is not supported any more).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from ray import train, tune
 from ray.train import Checkpoint, CheckpointConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from trainables.checkpoints import load_state
 from trainables.loop import train_loop
 from trainables.resources import trial_resources
 from trainables.spec import SearchSpec, trial_spec
@@ -34,8 +34,8 @@ class TuneSession:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    def restored_checkpoint_dir(self) -> Path | None:
-        return _local_copy(tune.get_checkpoint())
+    def restored_state(self, map_location: torch.device) -> dict[str, Any] | None:
+        return _read_state(tune.get_checkpoint(), map_location)
 
     def stop_requested(self) -> bool:
         # Tune runs a function trainable in a thread that keeps training after each report;
@@ -61,8 +61,8 @@ class TrainSession:
         checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         train.report(metrics, checkpoint=checkpoint)
 
-    def restored_checkpoint_dir(self) -> Path | None:
-        return _local_copy(train.get_checkpoint())
+    def restored_state(self, map_location: torch.device) -> dict[str, Any] | None:
+        return _read_state(train.get_checkpoint(), map_location)
 
     def stop_requested(self) -> bool:
         return False  # Ray Train stops DDP workers itself
@@ -106,9 +106,10 @@ def _train_worker(config: dict[str, Any]) -> None:
     train_loop(SearchSpec.model_validate(config["spec"]), TrainSession(), cpus=config["cpus"])
 
 
-def _local_copy(checkpoint: Checkpoint | None) -> Path | None:
+def _read_state(checkpoint: Checkpoint | None, map_location: torch.device) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
-    target = Path(tempfile.mkdtemp(prefix="restore-"))
-    shutil.rmtree(target)
-    return Path(checkpoint.to_directory(str(target)))
+    # as_directory reads a checkpoint on a local or shared filesystem in place and removes
+    # the temporary copy it makes of a remote (s3://) one, so restores leave nothing behind.
+    with checkpoint.as_directory() as folder:
+        return load_state(Path(folder), map_location=map_location)

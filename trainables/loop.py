@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from data import build_splits
 from models import create_model
-from trainables.checkpoints import load_state, save_checkpoint
+from trainables.checkpoints import save_checkpoint
 from trainables.spec import SearchSpec, TrainingSpec, import_user_modules
 
 # Fixed seed for validation masking/noise: the same weights give the same validation score,
@@ -39,7 +39,7 @@ class Session(Protocol):
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
 
-    def restored_checkpoint_dir(self) -> Path | None: ...
+    def restored_state(self, map_location: torch.device) -> dict[str, Any] | None: ...
 
     def stop_requested(self) -> bool: ...
 
@@ -79,9 +79,8 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     start_epoch, best_value, epochs_since_best = 1, None, 0
-    restored = session.restored_checkpoint_dir()
-    if restored is not None:
-        state = load_state(restored, map_location=device)
+    state = session.restored_state(device)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
