@@ -8,6 +8,9 @@ state, epoch, metrics) and ``config.yaml`` (the resolved spec the trial ran). Lo
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,38 @@ def save_checkpoint(folder: Path, state: dict[str, Any], config: dict[str, Any])
     torch.save(state, folder / STATE_FILE)
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     return folder
+
+
+STAGING_PREFIX = "hpsearch-ckpt-"
+
+
+def staging_folder() -> Path:
+    """An empty folder, one per process, where a checkpoint is written before Ray copies it.
+
+    Tune may abandon a stopped trial's thread inside ``report`` and workers may be killed,
+    so a temporary folder per checkpoint would leak (tens of MB each). One folder per
+    process, emptied before each use, bounds that; folders of processes that are gone are
+    removed here too.
+    """
+    root = Path(tempfile.gettempdir())
+    for stale in root.glob(f"{STAGING_PREFIX}*"):
+        pid = stale.name.removeprefix(STAGING_PREFIX)
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = root / f"{STAGING_PREFIX}{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def load_state(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

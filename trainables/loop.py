@@ -10,7 +10,6 @@ train and validation metrics, with a checkpoint written by rank 0.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from data import build_splits
 from models import create_model
-from trainables.checkpoints import save_checkpoint
+from trainables.checkpoints import save_checkpoint, staging_folder
 from trainables.spec import SearchSpec, TrainingSpec, import_user_modules
 
 # Fixed seed for validation masking/noise: the same weights give the same validation score,
@@ -142,11 +141,10 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
             "best_value": best_value,
             "epochs_since_best": epochs_since_best,
         }
-        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
-            checkpoint_dir = None
-            if session.rank == 0:
-                checkpoint_dir = save_checkpoint(Path(tmp), state, spec.model_dump(mode="json"))
-            session.report(metrics, checkpoint_dir)
+        checkpoint_dir = None
+        if session.rank == 0:
+            checkpoint_dir = save_checkpoint(staging_folder(), state, spec.model_dump(mode="json"))
+        session.report(metrics, checkpoint_dir)
         if finished:
             return
 
