@@ -1,5 +1,6 @@
 """Command line: `python launch.py --space mae_sizes.yaml [--set key=value ...] [--dry-run]`,
-and `python launch.py sync OUT` to send MLflow what it missed while unreachable.
+`python launch.py sync OUT` to send MLflow what it missed while unreachable, and
+`python launch.py report OUT` to draw a search's report.
 
 Parses arguments, loads and checks the spec, then hands over to trainables.search. Every
 input problem ends here as one line on stderr and exit status 2, before Ray starts.
@@ -53,10 +54,33 @@ def sync(argv: list[str]) -> int:
     return 0
 
 
+def report(argv: list[str]) -> int:
+    """`python launch.py report OUT`: draw a search's report (finished or still running) into OUT/report."""
+    parser = argparse.ArgumentParser(prog="launch.py report", description=report.__doc__)
+    parser.add_argument("out", type=Path, help="the output folder of a search")
+    out = parser.parse_args(argv).out
+    from trainables.preflight import SUMMARY_FILE
+    from trainables.report import HTML_FILE, NotASearchError, write_report
+    from trainables.tracking import log_report_folder
+
+    try:
+        folder = write_report(out)
+    except NotASearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"Report: {folder / HTML_FILE}")
+    # A running search logs its own report when it ends; a second MLflow writer now would race it.
+    if (out / SUMMARY_FILE).exists() and log_report_folder(out, folder):
+        print("Logged to the search's MLflow parent run (artifacts under report/).")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sync"]:
         return sync(argv[1:])
+    if argv[:1] == ["report"]:
+        return report(argv[1:])
     args = parse_args(argv)
     try:
         spec, spec_path = load_spec(args.space, args.overrides)

@@ -18,12 +18,19 @@ Shapes: B batch, C input channels, H x W pixels; masks [B, 1, H, W] in {0, 1}.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.figures import as_numpy, new_figure, show_image
 from models.registry import register_model
 from models.unet_parts import ConvBlock, Encoder, check_input_size, check_unet_args
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class AttentionGate(nn.Module):
@@ -125,6 +132,29 @@ class AttentionUNet(nn.Module):
         losses = self._losses(logits, batch["mask"])
         iou, dice = iou_and_dice(logits > 0, batch["mask"] > 0.5)
         return {"loss": losses["loss"], "bce": losses["bce"], "iou": iou, "dice": dice}
+
+    @torch.no_grad()
+    def validation_figures(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Figure]:
+        """The true and the predicted mask overlaid on each input of the batch (a row each)."""
+        predicted = self.logits(batch["image"]) > 0
+        return {"segmentation_overlay": mask_overlay_figure(batch["image"], batch["mask"] > 0.5, predicted)}
+
+
+def mask_overlay_figure(images: Tensor, true: Tensor, predicted: Tensor) -> Figure:
+    """Rows: images [B, C, H, W]; columns: the true mask [B, 1, H, W] and the predicted one,
+    tinted over the input, with the Dice of the prediction in its title."""
+    figure, axes = new_figure(len(images), 2)
+    for row in range(len(images)):
+        _, dice = iou_and_dice(predicted[row : row + 1], true[row : row + 1])
+        for ax, mask, title, colour in ((axes[row, 0], true[row], "true mask", "Greens"),
+                                         (axes[row, 1], predicted[row], f"predicted (Dice {float(dice):.2f})", "Reds")):
+            show_image(ax, images[row], title)
+            values = as_numpy(mask[0])
+            ax.imshow(np.ma.masked_where(values == 0, values), cmap=colour, alpha=0.5, vmin=0, vmax=1.2,
+                      interpolation="nearest")
+    return figure
 
 
 @register_model

@@ -11,6 +11,7 @@ Shapes: B batch, C channels, H x W pixels, K classes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from models.classification import confusion_matrix, focal_loss, report_from_confusion
+from models.figures import confusion_figure
 from models.registry import register_model
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LOSSES = ("ce", "focal")
 
@@ -29,6 +34,10 @@ def conv_bn_relu(in_channels: int, channels: int, stride: int) -> list[nn.Module
 
 
 class ImageClassifier(nn.Module):
+    # Validation samples `validation_figures` wants: a confusion matrix needs many (the
+    # digits split has 360), where image figures need a few.
+    figure_samples = 512
+
     def __init__(self, width: int, depth: int, dropout: float, num_classes: int, in_channels: int,
                  loss: str, focal_gamma: float) -> None:
         super().__init__()
@@ -62,6 +71,15 @@ class ImageClassifier(nn.Module):
     ) -> dict[str, Tensor]:
         """Batch loss and accuracy; deterministic in eval mode, so `generator` is not needed."""
         return self(batch)
+
+    @torch.no_grad()
+    def validation_figures(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Figure]:
+        """The confusion matrix (rows true, columns predicted) over the batch."""
+        predicted = self.logits(batch["images"]).argmax(dim=1)
+        matrix = confusion_matrix(predicted, batch["labels"].long(), self.num_classes)
+        return {"confusion_matrix": confusion_figure({f"{int(matrix.sum())} validation images": matrix})}
 
     def fit_to_data(self, train_dataset: Dataset) -> None:
         """Refuse training labels outside 0..num_classes-1 before the first step (on a GPU they

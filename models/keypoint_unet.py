@@ -13,12 +13,18 @@ pixels with x along W and pixel centres at integers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.figures import as_numpy, new_figure, show_image
 from models.registry import register_model
 from models.unet_parts import ConvBlock, Encoder, check_input_size, check_unet_args
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def render_heatmaps(keypoints: Tensor, height: int, width: int, sigma: float) -> Tensor:
@@ -127,6 +133,33 @@ class KeypointUNet(nn.Module):
             "mean_error_px": keypoint_errors(predicted, keypoints).mean(),
             "pck": pck(predicted, keypoints, threshold),
         }
+
+    @torch.no_grad()
+    def validation_figures(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Figure]:
+        """Predicted against true keypoints on each image of the batch."""
+        predicted = heatmap_peaks(self.heatmaps(batch["image"]).float())
+        return {"keypoints": keypoint_figure(batch["image"], batch["keypoints"].float(), predicted)}
+
+
+def keypoint_figure(images: Tensor, true: Tensor, predicted: Tensor, columns: int = 4) -> Figure:
+    """One panel per image [B, C, H, W]: true keypoints [B, K, 2] as circles, predicted as
+    crosses, a line from each truth to its prediction, the mean error in the title."""
+    rows = -(-len(images) // columns)
+    figure, axes = new_figure(rows, min(columns, len(images)))
+    for index, ax in enumerate(axes.flat):
+        if index >= len(images):
+            ax.set_axis_off()
+            continue
+        show_image(ax, images[index], f"image {index}: {float(keypoint_errors(predicted[index], true[index]).mean()):.1f} px")
+        t, p = as_numpy(true[index]), as_numpy(predicted[index])
+        for (tx, ty), (px, py) in zip(t, p):
+            ax.plot([tx, px], [ty, py], color="yellow", linewidth=0.8)
+        ax.scatter(t[:, 0], t[:, 1], s=28, facecolors="none", edgecolors="lime", label="true")
+        ax.scatter(p[:, 0], p[:, 1], s=28, marker="x", color="red", label="predicted")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    return figure
 
 
 @register_model

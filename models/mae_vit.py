@@ -15,13 +15,18 @@ L = (C/s)(H/p)(W/p) tokens ordered (band group, row, column), D encoder width.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from models.figures import as_numpy, masked_band_spans, new_figure, show_image
 from models.registry import register_model
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -396,6 +401,71 @@ class MaskedAutoencoderViT(nn.Module):
         recon, _ = self.fill_masked(cube, pred, mask)
         metrics["psnr"], metrics["ssim"] = band_image_metrics(recon, cube)
         return metrics
+
+    @torch.no_grad()
+    def validation_figures(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, "Figure"]:
+        """Pictures of a few validation cubes: RGB renderings of input, masked input and
+        reconstruction, the error per band, and input against reconstructed spectra.
+
+        Seed `generator` as for `validation_metrics` to mask the same tokens every time.
+        """
+        cube = batch["cube"].float()
+        recon, mask = self.reconstruct(cube, generator)
+        return {
+            "mae_reconstruction": reconstruction_figure(cube, recon, mask),
+            "mae_band_error": band_error_figure(cube, recon, mask),
+            "mae_spectra": spectra_figure(cube, recon, mask),
+        }
+
+
+def rgb_bands(bands: int) -> list[int]:
+    """Three bands spread over the spectrum, the longest wavelength shown as red."""
+    return [min(bands - 1, round(bands * f)) for f in (0.8, 0.5, 0.2)]
+
+
+def reconstruction_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> "Figure":
+    """Rows: cubes [B, C, H, W]; columns: input, masked input (masked values black), reconstruction."""
+    bands = rgb_bands(cube.shape[1])
+    masked_input = torch.where(mask.bool(), cube.min(), cube)
+    figure, axes = new_figure(len(cube), 3)
+    for row in range(len(cube)):
+        reference = cube[row, bands]  # one stretch per row, so the three panels compare
+        for ax, image, title in zip(axes[row], (cube, masked_input, recon), ("input", "masked input", "reconstruction")):
+            show_image(ax, image[row, bands], f"{title} (cube {row})", reference)
+    return figure
+
+
+def band_error_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> "Figure":
+    """Mean squared error of the masked values, per band (a band never masked has no bar)."""
+    masked = mask.sum(dim=(0, 2, 3))
+    error = ((recon - cube) ** 2 * mask).sum(dim=(0, 2, 3)) / masked.clamp_min(1)
+    error = torch.where(masked > 0, error, torch.nan)
+    figure, axes = new_figure(1, 1, width=5.5, height=2.8)
+    ax = axes[0, 0]
+    ax.bar(range(len(error)), as_numpy(error), color="tab:red")
+    ax.set_xlabel("band")
+    ax.set_ylabel("MSE of masked values")
+    ax.set_title("reconstruction error per band", fontsize=9)
+    return figure
+
+
+def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, pixels: int = 3) -> "Figure":
+    """Input against reconstructed spectrum at the centre pixel of the first `pixels` cubes;
+    masked bands shaded."""
+    count = min(pixels, len(cube))
+    row, col = cube.shape[2] // 2, cube.shape[3] // 2
+    figure, axes = new_figure(1, count, width=3.4, height=2.6)
+    for index, ax in enumerate(axes[0]):
+        for first, last in masked_band_spans(mask[index, :, row, col] > 0):
+            ax.axvspan(first - 0.5, last + 0.5, color="0.88", linewidth=0)
+        ax.plot(as_numpy(cube[index, :, row, col]), label="input")
+        ax.plot(as_numpy(recon[index, :, row, col]), "--", label="reconstruction")
+        ax.set_title(f"cube {index}, pixel ({row}, {col})", fontsize=8)
+        ax.set_xlabel("band", fontsize=8)
+    axes[0, 0].legend(fontsize=7, title="shaded: masked", title_fontsize=7)
+    return figure
 
 
 @register_model

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,11 @@ from models.classification import (
     macro_f1,
     report_from_confusion,
 )
+from models.figures import confusion_figure
 from models.registry import register_model
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Residual blocks per stage; 34 uses BasicBlocks like torchvision's r3d_18 does.
 STAGE_BLOCKS: dict[int, tuple[int, ...]] = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -100,6 +105,9 @@ def augment_clips(clips: Tensor, frames: int, flip: bool, brightness: float) -> 
 
 
 class MultiTaskResNet3d(nn.Module):
+    # Validation clips `validation_figures` wants: enough for a confusion matrix per task.
+    figure_samples = 256
+
     def __init__(
         self,
         tasks: Mapping[str, int],
@@ -258,6 +266,17 @@ class MultiTaskResNet3d(nn.Module):
         metrics["acc"] = torch.stack([metrics[f"acc_{t}"] for t in self.tasks]).mean()
         metrics["f1"] = torch.stack([metrics[f"f1_{t}"] for t in self.tasks]).mean()
         return metrics
+
+    @torch.no_grad()
+    def validation_figures(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Figure]:
+        """One confusion matrix per task (rows true, columns predicted) over the batch."""
+        targets = self.targets(batch)
+        matrices = {f"{task} ({len(targets[task])} clips)": confusion_matrix(logits.argmax(dim=1), targets[task],
+                                                                              self.tasks[task])
+                    for task, logits in self.logits(batch["clips"]).items()}
+        return {"confusion_matrix": confusion_figure(matrices)}
 
     @torch.no_grad()
     def report(self, loader: Iterable[dict[str, Tensor]]) -> dict:

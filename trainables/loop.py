@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from data import build_splits
 from models import create_model
 from trainables.checkpoints import save_checkpoint, staging_folder
+from trainables.figures import FIGURES_DIR, figures_due, save_validation_figures
 from trainables.spec import SearchSpec, TrainingSpec, import_user_modules
 
 # Fixed seed for validation masking/noise: the same weights give the same validation score,
@@ -144,6 +145,8 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
         checkpoint_dir = None
         if session.rank == 0:
             checkpoint_dir = save_checkpoint(staging_folder(), state, spec.model_dump(mode="json"))
+            if figures_due(cfg, epoch, finished):  # in the checkpoint, so they reach best/ with it
+                save_validation_figures(model, val_loader.dataset, checkpoint_dir / FIGURES_DIR, device)
         session.report(metrics, checkpoint_dir)
         if finished:
             return

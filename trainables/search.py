@@ -35,6 +35,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from ray import tune
 
     from trainables.checkpoints import write_model_report
+    from trainables.figures import write_best_figures
     from trainables.cluster import connect
     from trainables.console import print_trials, progress_reporter, ray_banner
     from trainables.driver import make_trial_driver
@@ -81,7 +82,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 tune_config=tune.TuneConfig(
                     metric=spec.metric,
                     mode=spec.mode,
-                    search_alg=build_searcher(spec, out_dir),
+                    search_alg=build_searcher(spec, out_dir, concurrency),
                     scheduler=build_scheduler(spec),
                     num_samples=spec.budget.trials,
                     max_concurrent_trials=concurrency,
@@ -114,10 +115,13 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         report_path = write_model_report(best_dir) if best_dir else None
         if report_path:
             echo(f"Best model's report on its validation split: {report_path}")
+        if best_dir:
+            write_best_figures(best_dir)  # before tracker.finish logs best/ to the parent run
         tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value,
                                                   "epoch": best.best_epoch}, best_dir, failed=best is None)
         summary_path = write_summary(out_dir, trials, best, best_dir, tracker.info(), spec.model_dump(mode="json"))
         echo(print_trials(trials, best, spec, time.monotonic() - started, summary_path, best_dir))
+        echo(_write_report(out_dir, tracker))
         if tracker.writer.pending:
             echo(f"MLflow: {tracker.writer.pending} writes are waiting for {tracking_uri}; "
                  f"once it is reachable, run: python launch.py sync {out_dir}")
@@ -125,3 +129,17 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _write_report(out_dir: Path, tracker: Any) -> str:
+    """Write the search report and log it to the parent run. Drawing it cannot cost the search
+    its results (summary and best checkpoint are written by now): a failure is reported, and
+    ``launch.py report`` draws it again."""
+    from trainables.report import HTML_FILE, write_report
+
+    try:
+        folder = write_report(out_dir)
+    except Exception as exc:  # noqa: BLE001 - any plotting or reading problem
+        return f"Report: not written ({type(exc).__name__}: {exc}); retry with: python launch.py report {out_dir}"
+    tracker.log_report(folder)
+    return f"Report: {folder / HTML_FILE}"

@@ -55,7 +55,7 @@ def study_storage_url(spec: SearchSpec, out_dir: Path) -> str:
     return spec.searcher.storage or f"sqlite:///{(out_dir / OPTUNA_DB).resolve()}"
 
 
-def build_searcher(spec: SearchSpec, out_dir: Path) -> Searcher | SearchAlgorithm:
+def build_searcher(spec: SearchSpec, out_dir: Path, max_concurrent: int | None = None) -> Searcher | SearchAlgorithm:
     if spec.searcher.type == "optuna" and not spec.experiments:
         sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed, n_startup_trials=spec.searcher.startup_trials)
         # A persisted study: optuna-dashboard shows it live, and a resumed search (whose
@@ -66,7 +66,9 @@ def build_searcher(spec: SearchSpec, out_dir: Path) -> Searcher | SearchAlgorith
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         return PruneAwareOptunaSearch(sampler=sampler, storage=storage, study_name=spec.experiment)
     # Random sampling, grid expansion and experiment matrices: Tune's own variant generator.
-    return BasicVariantGenerator(random_state=spec.searcher.seed)
+    # It is not a Searcher, so Tune ignores TuneConfig.max_concurrent_trials for it (with a
+    # warning): it takes the limit itself (0 = none).
+    return BasicVariantGenerator(random_state=spec.searcher.seed, max_concurrent=max_concurrent or 0)
 
 
 def build_scheduler(spec: SearchSpec) -> TrialScheduler:

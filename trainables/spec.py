@@ -65,6 +65,9 @@ class TrainingSpec(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 needs a GPU
     early_stopping_patience: PositiveInt | None = None  # epochs without improvement before stopping
     seed: int = 0
+    # Draw the model's validation figures every this many epochs and on the last one
+    # (into the checkpoint, logged to the trial's MLflow run); 0 turns them off.
+    figures_every: NonNegativeInt = 5
 
 
 class SearcherSpec(_Section):

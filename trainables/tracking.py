@@ -10,14 +10,23 @@ A tracking server that is down must not stop a search. Every write goes through
 journal in the output folder, retried every ``RETRY_SECONDS`` and by
 ``python launch.py sync <out>``. Runs are named by local keys ("search", or a trial id),
 mapped to MLflow run ids once MLflow has created them.
+
+Writes are applied by one writer thread, in submission order, so Tune's event loop never
+waits on MLflow: a SQLite ``log_batch`` takes 10-20 ms and was the largest share of the
+driver's time per result (bench/trial_overhead.py). MLflow's own ``synchronous=False``
+covers ``log_batch`` only, not run creation, status or artifacts, and reports failures
+after the fact, which would reorder the journal.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+from trainables.figures import FIGURES_DIR, copy_checkpoint_figures
 
 SEARCH_KEY = "search"  # the parent run's key; children are keyed by trial id
 TRIAL_ID_TAG = "hpsearch.trial_id"
@@ -37,6 +49,7 @@ JOURNAL_FILE = "mlflow-pending.jsonl"  # writes not yet accepted by the server, 
 RETRY_SECONDS = 30.0
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
 MAX_BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
+REPORT_ARTIFACTS = "report"  # the parent run's folder for the search report
 
 
 def local_tracking_uri(out_dir: Path) -> str:
@@ -69,15 +82,27 @@ class RunWriter:
         self._runs: dict[str, str] = state.get("runs", {})
         self._keys: set[str] = set(state.get("keys", []))
         self._last_attempt = 0.0
-        self._offline = self.pending > 0
+        self._offline = self._journal_length() > 0
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._write_in_order, name="mlflow-writer", daemon=True).start()
+        atexit.register(self.flush)  # a driver that ends without finish() still sends its writes
+
+    def flush(self) -> None:
+        """Wait until every write submitted so far is applied (or journaled)."""
+        self._queue.join()
 
     @property
     def pending(self) -> int:
+        self.flush()
+        return self._journal_length()
+
+    def _journal_length(self) -> int:
         if not self._journal_path.exists():
             return 0
         return sum(1 for line in self._journal_path.read_text().splitlines() if line.strip())
 
     def run_id(self, key: str) -> str | None:
+        self.flush()
         return self._runs.get(key)
 
     def has_run(self, key: str) -> bool:
@@ -102,6 +127,10 @@ class RunWriter:
 
     def sync(self) -> int:
         """Send the journal's writes in order; returns how many are still pending."""
+        self.flush()
+        return self._send_journal()
+
+    def _send_journal(self) -> int:
         self._last_attempt = time.monotonic()
         lines = [line for line in self._journal_path.read_text().splitlines() if line.strip()] \
             if self._journal_path.exists() else []
@@ -119,8 +148,19 @@ class RunWriter:
         return 0
 
     def _submit(self, op: dict[str, Any]) -> None:
+        self._queue.put(op)
+
+    def _write_in_order(self) -> None:
+        while True:
+            op = self._queue.get()
+            try:
+                self._write(op)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, op: dict[str, Any]) -> None:
         if self._offline and time.monotonic() - self._last_attempt > RETRY_SECONDS:
-            self.sync()
+            self._send_journal()
         if not self._offline:
             try:
                 self._apply(op)
@@ -209,6 +249,20 @@ def sync_folder(out_dir: Path) -> dict[str, Any]:
     return _info(writer)
 
 
+def log_report_folder(out_dir: Path, report_dir: Path) -> bool:
+    """``launch.py report``: log a regenerated report to the search's parent run (journalled
+    when the server is down); False when the folder has no parent run to log to."""
+    state_path = out_dir / STATE_FILE
+    if not state_path.exists():
+        return False
+    state = json.loads(state_path.read_text())
+    writer = writer_for(state["tracking_uri"], out_dir, state["experiment"])
+    if not writer.has_run(SEARCH_KEY):
+        return False
+    writer.log_artifacts(SEARCH_KEY, report_dir, artifact_path=REPORT_ARTIFACTS)
+    return True
+
+
 def _info(writer: RunWriter) -> dict[str, Any]:
     return {"tracking_uri": writer.tracking_uri, "experiment_id": writer.experiment_id,
             "parent_run_id": writer.run_id(SEARCH_KEY), "pending_writes": writer.pending}
@@ -247,6 +301,10 @@ class SearchTracker:
             self.writer.log_artifacts(SEARCH_KEY, best_dir, artifact_path="best_checkpoint")
         self.writer.set_status(SEARCH_KEY, "FAILED" if failed else "FINISHED")
 
+    def log_report(self, report_dir: Path) -> None:
+        """The search's report (charts, trials.csv, report.html) on the parent run."""
+        self.writer.log_artifacts(SEARCH_KEY, report_dir, artifact_path=REPORT_ARTIFACTS)
+
     def info(self) -> dict[str, Any]:
         """What summary.json records about tracking."""
         return _info(self.writer)
@@ -280,6 +338,21 @@ class TrialRunsCallback(Callback):
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k not in _TUNE_BOOKKEEPING
         ]
         self.writer.log(trial.trial_id, metrics=metrics)
+        if result.get(CHECKPOINT_PATH_KEY):  # a DDP trial: Train saved the checkpoint, Tune got its path
+            self._log_figures(trial.trial_id, result[CHECKPOINT_PATH_KEY], result.get("epoch", step))
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        # A one-worker trial's checkpoint, persisted by Tune after on_trial_result updated last_result.
+        last = trial.last_result or {}
+        self._log_figures(trial.trial_id, checkpoint.path, last.get("epoch", last.get("training_iteration", 0)))
+
+    def _log_figures(self, trial_id: str, checkpoint_path: str, epoch: int) -> None:
+        """Copy the checkpoint's figures out of it (the checkpoint may be deleted before a
+        journalled write is sent) and log them to the trial's run, one folder per epoch."""
+        name = f"epoch_{int(epoch):03d}"
+        folder = copy_checkpoint_figures(checkpoint_path, self.out_dir / FIGURES_DIR / trial_id / name)
+        if folder is not None:
+            self.writer.log_artifacts(trial_id, folder, artifact_path=f"{FIGURES_DIR}/{name}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}

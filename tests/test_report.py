@@ -1,0 +1,147 @@
+"""The search report and the per-trial figures, on one tiny real search (local Ray, Optuna TPE +
+ASHA, a real MLflow store), and `launch.py report` on finished, running and wrong folders."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+import launch
+from tests.specs import tiny_mae_spec, write_spec
+from trainables import load_spec
+from trainables.plots import learning_curves
+from trainables.preflight import prepare_output, write_split_manifest
+from trainables.report import CSV_FILE, HTML_FILE, REPORT_DIR, UNFINISHED, asha_rungs, gather, write_report
+from trainables.search import SearchOptions, run_search
+from trainables.searcher import build_scheduler
+from trainables.tracking import TRIAL_ID_TAG
+
+CHARTS = ("learning_curves", "best_so_far", "parallel_coordinates", "param_importances")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def searched(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    folder = tmp_path_factory.mktemp("report")
+    raw = tiny_mae_spec("report")
+    raw["training"]["figures_every"] = 1  # figures at every epoch, so every trial's run gets some
+    spec, _ = load_spec(str(write_spec(folder, raw)))
+    out = folder / "out"
+    prepare_output(spec, out, resume=False)
+    write_split_manifest(spec, out)
+    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    return summary, out
+
+
+def _is_png(path: Path) -> bool:
+    with Image.open(path) as image:
+        image.verify()
+        return image.format == "PNG"
+
+
+@pytest.mark.slow
+def test_report_charts_table_and_html_reflect_the_trials(searched) -> None:
+    summary, out = searched
+    report = out / REPORT_DIR
+    assert all(_is_png(report / f"{name}.png") for name in CHARTS)
+    with (report / CSV_FILE).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["trial_id"] for r in rows) == sorted(t["trial_id"] for t in summary["trials"])
+    assert rows[0]["trial_id"] == summary["best"]["trial_id"]  # best first
+    assert {r["status"] for r in rows} == {t["status"] for t in summary["trials"]}
+    search = gather(out)
+    curves = [line for line in learning_curves(search).axes[0].get_lines() if (line.get_gid() or "").startswith("trial:")]
+    assert len(curves) == len(summary["trials"])
+    for line in curves:  # a stopped trial's curve ends where it stopped
+        trial = next(t for t in summary["trials"] if line.get_gid() == f"trial:{t['trial_id']}")
+        assert len(line.get_xdata()) == trial["epochs"]
+    page = (report / HTML_FILE).read_text()
+    sources = re.findall(r"src='([^']*)'", page)
+    assert len(sources) == len(CHARTS) + 3  # the charts and the best trial's three MAE figures
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
+    assert page.count("<tr") == len(summary["trials"]) + 1
+
+
+@pytest.mark.slow
+def test_figures_reach_every_trials_run_and_the_parent_run(searched) -> None:
+    summary, out = searched
+    info = summary["mlflow"]
+    client = MlflowClient(info["tracking_uri"])
+    children = client.search_runs([info["experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+    epochs = {t["trial_id"]: t["epochs"] for t in summary["trials"]}
+    for run in children:
+        folders = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
+        expected = [f"figures/epoch_{e:03d}" for e in range(1, epochs[run.data.tags[TRIAL_ID_TAG]] + 1)]
+        assert folders == expected
+        files = {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(run.info.run_id, expected[-1])}
+        assert files == {"mae_reconstruction.png", "mae_band_error.png", "mae_spectra.png"}
+    parent = info["parent_run_id"]
+    assert {a.path for a in client.list_artifacts(parent, "report")} >= {
+        f"report/{name}.png" for name in CHARTS} | {f"report/{CSV_FILE}", f"report/{HTML_FILE}"}
+    assert "best_checkpoint/figures/mae_reconstruction.png" in {
+        a.path for a in client.list_artifacts(parent, "best_checkpoint/figures")}
+
+
+@pytest.mark.slow
+def test_report_of_a_running_search_uses_what_the_trials_wrote_so_far(searched, tmp_path: Path) -> None:
+    _, out = searched
+    running = tmp_path / "running"  # a search caught mid-way: no summary, a result line half written
+    running.mkdir()
+    shutil.copy(out / "spec.yaml", running / "spec.yaml")
+    shutil.copy(out / "optuna.db", running / "optuna.db")
+    for trial in (out / "tune").glob("trial_*"):
+        target = running / "tune" / trial.name
+        target.mkdir(parents=True)
+        shutil.copy(trial / "params.json", target)
+        lines = (trial / "result.json").read_text().splitlines()
+        (target / "result.json").write_text("\n".join(lines[:1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    assert launch.main(["report", str(running)]) == 0
+    search = gather(running)
+    assert all(len(t.rows) == 1 for t in search.trials)
+    assert {t.status for t in search.trials} == {UNFINISHED}
+    assert all(_is_png(running / REPORT_DIR / f"{name}.png") for name in CHARTS)
+
+
+@pytest.mark.slow
+def test_launch_report_redraws_and_refuses_a_folder_that_is_no_search(searched, tmp_path: Path, capsys) -> None:
+    _, out = searched
+    (out / REPORT_DIR / CSV_FILE).unlink()
+    assert launch.main(["report", str(out)]) == 0
+    assert (out / REPORT_DIR / CSV_FILE).is_file()
+    assert "Logged to the search's MLflow parent run" in capsys.readouterr().out
+    assert launch.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "not the output folder of a search" in err[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install -y chromium)")
+def test_report_renders_in_a_headless_browser(searched, tmp_path: Path) -> None:
+    _, out = searched
+    shot = tmp_path / "report.png"
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1400,3000",
+                    (out / REPORT_DIR / HTML_FILE).as_uri()], check=True, timeout=120, capture_output=True)
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 100  # charts and images, not a blank page
+
+
+def test_asha_rungs_are_the_milestones_ray_uses(tmp_path: Path) -> None:
+    for grace, factor, epochs in [(1, 2, 3), (1, 3, 9), (2, 2, 20), (1, 4, 100)]:
+        raw = tiny_mae_spec("rungs")
+        raw["training"]["epochs"] = epochs
+        raw["scheduler"].update(grace_period=grace, reduction_factor=factor)
+        spec, _ = load_spec(str(write_spec(tmp_path, raw)))
+        ray_rungs = sorted(milestone for milestone, _ in build_scheduler(spec)._brackets[0]._rungs)
+        assert asha_rungs(spec) == ray_rungs

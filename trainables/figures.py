@@ -1,0 +1,83 @@
+"""Per-trial validation figures: when they are drawn, on which samples, and where they go.
+
+The loop draws a model's optional ``validation_figures(batch, generator)`` hook (a dict of
+name -> matplotlib Figure) every ``training.figures_every`` epochs and on the last one,
+into ``figures/`` of the checkpoint it is about to report, so the figures travel with the
+checkpoint (into ``best/`` for the best trial). On the driver, the tracking callback copies
+them out of each new checkpoint into ``<out>/figures/<trial>/epoch_NNN/`` (a folder that
+outlives the checkpoint, for MLflow writes that wait while a server is down) and logs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from trainables.spec import TrainingSpec
+
+FIGURES_DIR = "figures"
+FIGURE_SAMPLES = 4  # samples drawn when the model does not ask for more (attribute `figure_samples`)
+FIGURE_SEED = 1234  # the same masks (MAE) at every epoch, so figures of one trial compare
+
+
+def figures_due(cfg: TrainingSpec, epoch: int, last: bool) -> bool:
+    return cfg.figures_every > 0 and (last or epoch % cfg.figures_every == 0)
+
+
+def save_validation_figures(model: torch.nn.Module, dataset: Dataset, folder: Path,
+                            device: torch.device) -> list[Path]:
+    """Draw the model's figures on the first samples of ``dataset`` into ``folder`` as PNGs.
+
+    Returns the files written; none for a model without the hook or an empty dataset.
+    """
+    count = min(getattr(model, "figure_samples", FIGURE_SAMPLES), len(dataset))
+    if not hasattr(model, "validation_figures") or count == 0:
+        return []
+    batch = default_collate([dataset[i] for i in range(count)])
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    generator = torch.Generator(device=device).manual_seed(FIGURE_SEED)
+    was_training = model.training
+    model.eval()
+    try:
+        figures = model.validation_figures(batch, generator=generator)
+    finally:
+        model.train(was_training)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, figure in figures.items():
+        paths.append(folder / f"{name}.png")
+        figure.savefig(paths[-1])
+    return paths
+
+
+def write_best_figures(folder: Path) -> list[Path]:
+    """Draw the figures of an exported checkpoint whose epoch drew none (a best epoch that
+    fell between figure epochs), on its validation split; nothing when figures are off."""
+    from data import build_splits
+    from trainables.checkpoints import load_config, load_model
+    from trainables.spec import SearchSpec
+
+    spec = SearchSpec.model_validate(load_config(folder))
+    if (folder / FIGURES_DIR).exists() or spec.training.figures_every == 0:
+        return []
+    with torch.no_grad():
+        return save_validation_figures(load_model(folder), build_splits(spec.data).val, folder / FIGURES_DIR,
+                                       torch.device("cpu"))
+
+
+def copy_checkpoint_figures(checkpoint_path: str, target: Path) -> Path | None:
+    """Copy ``figures/`` of a reported checkpoint (a local folder or a storage URI) to ``target``;
+    None when that checkpoint has no figures."""
+    import pyarrow.fs
+    from ray.train import Checkpoint
+
+    checkpoint = Checkpoint(checkpoint_path)  # resolves the file system of a path or URI
+    source = f"{checkpoint.path}/{FIGURES_DIR}"
+    if checkpoint.filesystem.get_file_info(source).type != pyarrow.fs.FileType.Directory:
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    pyarrow.fs.copy_files(source, str(target), source_filesystem=checkpoint.filesystem,
+                          destination_filesystem=pyarrow.fs.LocalFileSystem())
+    return target
