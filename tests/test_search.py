@@ -19,7 +19,7 @@ from trainables.loop import evaluate
 from trainables.preflight import check_data_and_model, prepare_output, write_split_manifest
 from trainables.search import SearchOptions, run_search
 from trainables.spec import SearchSpec
-from trainables.tracking import END_TAG, TRIAL_ID_TAG
+from trainables.tracking import END_TAG, TRIAL_ID_TAG, SearchTracker
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +89,25 @@ def test_mlflow_has_a_parent_run_and_one_child_per_trial(finished_search) -> Non
         assert min(m.value for m in history) == pytest.approx(trial["best_value"])
     artifacts = [a.path for a in client.list_artifacts(info["parent_run_id"], "best_checkpoint")]
     assert "best_checkpoint/checkpoint.pt" in artifacts
+
+
+def test_best_checkpoint_is_registered_as_a_model_version(finished_search, tmp_path: Path) -> None:
+    summary, out, _ = finished_search
+    info = summary["mlflow"]
+    client = MlflowClient(info["tracking_uri"])
+    (version,) = client.search_model_versions("name='itest'")  # registry name: the experiment's
+    assert (str(version.version), version.run_id) == ("1", info["parent_run_id"])
+    assert info["model_versions"] == {"itest": "1"}
+    registered = Path(client.download_artifacts(info["parent_run_id"], "best_checkpoint", str(tmp_path)))
+    assert version.source.endswith("/best_checkpoint")
+    assert isinstance(load_model(registered), torch.nn.Module)
+    # The next search's end, on the same store: its parent run becomes version 2.
+    second = SearchTracker(info["tracking_uri"], "itest", tmp_path)
+    second.start("second search", {"experiment": "itest"}, out / "spec.yaml")
+    second.finish({"trial_id": "x", "value": 1.0, "epoch": 1}, out / "best", registered_model="itest")
+    assert second.info()["model_versions"] == {"itest": "2"}
+    versions = {str(v.version): v.run_id for v in client.search_model_versions("name='itest'")}
+    assert versions == {"1": info["parent_run_id"], "2": second.parent_run_id}
 
 
 def test_optuna_is_told_early_stopped_trials_were_pruned(finished_search) -> None:

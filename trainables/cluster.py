@@ -33,6 +33,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[st
 
     if ray.is_initialized():
         return _dashboard_url(), False
+    # `ray job submit` runs the driver with RAY_ADDRESS naming the job's cluster. Ray reads it
+    # only for address None or "auto", and None would also join any stale cluster on this
+    # machine, so it is read here and "local" is passed otherwise.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address is not None and "RAY_AUTH_MODE" not in os.environ and _token_available():
         # Clusters started by `ray start` use token authentication (Ray's default since 2.60);
         # a client must opt in to send the token, or the cluster refuses it.
@@ -41,11 +45,27 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[st
     # On an existing cluster the workers were started by `ray start`, not by us: the job's
     # runtime_env carries the settings to every trial and Train worker.
     # "local" starts a new embedded cluster even when another search's cluster runs on this
-    # machine (address=None would join it); RAY_ADDRESS (set by `ray job submit`) still wins.
+    # machine (address=None would join it).
     context = ray.init(address=address or "local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
                        logging_level="WARNING", configure_logging=True,
                        runtime_env={"env_vars": dict(RAY_ENV)})
     return getattr(context, "dashboard_url", None) or None, True
+
+
+def autoscaler_max_resources() -> dict[str, float] | None:
+    """The largest resources the cluster's autoscaler may grow to, when it reports them to Ray
+    (autoscaler v2, KubeRay); None otherwise, as with `ray start` or Ray's default autoscaler.
+
+    Ray Train 2.60 reads the same record to refuse worker groups that could never fit; Ray
+    offers no public call for it, hence the private one, guarded.
+    """
+    try:
+        from ray._private.state import state
+
+        found = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API that may move: no report, no growth
+        return None
+    return {name: float(amount) for name, amount in found.items()} if found else None
 
 
 def _token_available() -> bool:

@@ -4,6 +4,14 @@ A one-worker trial trains inside the Tune trial process, so the trial's own bund
 worker's CPUs and GPUs. A DDP trial's driver only starts a ``TorchTrainer``, whose worker
 group reserves its own placement group; the driver therefore asks for almost nothing, and
 ``max_concurrent_trials`` (computed here) keeps extra drivers from starting and waiting.
+
+How many trials run at once depends on whether the cluster can grow. An embedded cluster
+keeps the size it started with, so the cap is what fits in it. An existing cluster may have
+an autoscaler, which adds nodes for the placement groups of pending trials: a cap computed
+from the nodes present at start (none, on a fresh `ray up` cluster whose head runs no
+training) would never let it grow. There the cap is ``budget.max_concurrent`` when set,
+else what fits in the largest size the autoscaler reports to Ray, else (no report: Ray's
+default autoscaler publishes none) what fits now, with a hint to set ``budget.max_concurrent``.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from trainables.spec import SearchSpec
+from trainables.spec import SearchSpec, SpecError
 
 # A DDP trial driver needs a non-empty bundle (Tune refuses all-zero requests) but must not
 # hold a CPU that its own workers need: 64 MiB of Ray's `memory` resource is a token amount.
@@ -81,6 +89,46 @@ def max_concurrent_trials(spec: SearchSpec, cluster: dict[str, float], gpus: boo
         counts = [cluster.get(name, 0) / need for name, need in request.total.items() if need > 0]
         fits.append(math.floor(min(counts)) if counts else 1)
     return max(1, min(fits))
+
+
+@dataclass(frozen=True)
+class ConcurrencyPlan:
+    gpus: bool  # whether trials ask for GPUs
+    concurrency: int  # Tune's max_concurrent_trials
+    note: str  # how the cap was reached, for the launch output
+
+
+def plan_concurrency(spec: SearchSpec, present: dict[str, float], nodes: list[dict[str, float]],
+                     existing: bool, grows_to: dict[str, float] | None) -> ConcurrencyPlan:
+    """GPU use and the concurrency cap (see the module docstring for the rule).
+
+    ``present``: the cluster's resources now; ``nodes``: each live node's; ``existing``: the
+    cluster was not started by this search (it may autoscale); ``grows_to``: the largest
+    resources its autoscaler reports, when it reports any.
+    """
+    capacity = dict(present)
+    for name, amount in (grows_to or {}).items():
+        capacity[name] = max(capacity.get(name, 0), amount)
+    gpus = use_gpus(spec, capacity)
+    bounded_by_user = existing and spec.budget.max_concurrent is not None
+    if not (bounded_by_user or (existing and grows_to)):
+        # Nothing will grow (or nobody said it would): a request no node fits would wait forever.
+        problem = unsatisfiable(spec, nodes, gpus)
+        if problem:
+            raise SpecError(f"resources: no trial can ever start: {problem}")
+    concurrency = max_concurrent_trials(spec, capacity, gpus)
+    if bounded_by_user:
+        note = (f"budget.max_concurrent={concurrency} bounds the trials at once; pending trials make the "
+                f"autoscaler add nodes")
+    elif existing and grows_to:
+        note = (f"the autoscaler can grow the cluster to {capacity.get('CPU', 0):g} CPU, "
+                f"{capacity.get('GPU', 0):g} GPU; pending trials make it add nodes")
+    elif existing:
+        note = ("the cap follows the nodes present now; on an autoscaling cluster set budget.max_concurrent "
+                "so that it grows with the cluster")
+    else:
+        note = "an embedded cluster: the cap is what fits in it"
+    return ConcurrencyPlan(gpus=gpus, concurrency=concurrency, note=note)
 
 
 def unsatisfiable(spec: SearchSpec, cluster_nodes: list[dict[str, float]], gpus: bool) -> str | None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from trainables.preflight import SPEC_FILE, TUNE_DIR
-from trainables.spec import SearchSpec, SpecError
+from trainables.spec import SearchSpec
 
 
 
@@ -25,6 +25,8 @@ class SearchOptions:
     address: str | None = None  # None: an embedded local Ray (or RAY_ADDRESS when set)
     resumed: bool = False
     verbose: int = 1  # Tune's console output: 0 silent, 1 live table, 2 every result
+    # More Tune callbacks (a notebook's own, or the benchmarks' timing), after the service's.
+    callbacks: list[Any] = field(default_factory=list)
 
 
 def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -36,10 +38,11 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
 
     from trainables.checkpoints import write_model_report
     from trainables.figures import write_best_figures
-    from trainables.cluster import connect
+    from trainables.cluster import autoscaler_max_resources, connect
     from trainables.console import print_trials, progress_reporter, ray_banner
     from trainables.driver import make_trial_driver
-    from trainables.resources import max_concurrent_trials, placement_for, unsatisfiable, use_gpus
+    from trainables.metrics import SearchMetrics
+    from trainables.resources import placement_for, plan_concurrency
     from trainables.searcher import build_scheduler, build_searcher, param_space, study_storage_url
     from trainables.snapshots import SnapshotBackup, repair
     from trainables.summary import (TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials,
@@ -50,12 +53,10 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     try:
         cluster = ray.cluster_resources()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        gpus = use_gpus(spec, cluster)
-        problem = unsatisfiable(spec, nodes, gpus)
-        if problem:
-            raise SpecError(f"resources: no trial can ever start: {problem}")
-        concurrency = max_concurrent_trials(spec, cluster, gpus)
-        echo(ray_banner(dashboard_url, cluster, concurrency, gpus))
+        plan = plan_concurrency(spec, cluster, nodes, existing=not started_here,
+                                grows_to=None if started_here else autoscaler_max_resources())
+        gpus, concurrency = plan.gpus, plan.concurrency
+        echo(f"{ray_banner(dashboard_url, cluster, concurrency, gpus)}\n  ({plan.note})")
 
         tracking_uri = options.mlflow_uri or local_tracking_uri(out_dir)
         tracker = SearchTracker(tracking_uri, spec.experiment, out_dir)
@@ -95,7 +96,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 run_config=tune.RunConfig(
                     name=TUNE_DIR,
                     storage_path=str(out_dir),
-                    callbacks=[tracker.trial_callback(), SnapshotBackup(experiment_dir)],
+                    callbacks=[tracker.trial_callback(), SnapshotBackup(experiment_dir),
+                               SearchMetrics(spec.experiment, spec.metric, spec.mode), *options.callbacks],
                     checkpoint_config=tune.CheckpointConfig(
                         num_to_keep=1, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
                     ),
@@ -118,7 +120,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         if best_dir:
             write_best_figures(best_dir)  # before tracker.finish logs best/ to the parent run
         tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value,
-                                                  "epoch": best.best_epoch}, best_dir, failed=best is None)
+                                                  "epoch": best.best_epoch}, best_dir, failed=best is None,
+                       registered_model=spec.registered_model)
         summary_path = write_summary(out_dir, trials, best, best_dir, tracker.info(), spec.model_dump(mode="json"))
         echo(print_trials(trials, best, spec, time.monotonic() - started, summary_path, best_dir))
         echo(_write_report(out_dir, tracker))

@@ -109,6 +109,12 @@ class ResourcesSpec(_Section):
     per_value: dict[str, ResourceOverride] = {}  # value of depends_on -> overrides (others ignored)
 
 
+class RegistrySpec(_Section):
+    # The MLflow registered model that each finished search adds its best checkpoint to, as a
+    # new version; null = the experiment's name.
+    model_name: str | None = Field(default=None, min_length=1)
+
+
 class SearchSpec(_Section):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # also the results folder name
     description: str = ""
@@ -128,10 +134,15 @@ class SearchSpec(_Section):
     scheduler: SchedulerSpec = SchedulerSpec()
     budget: BudgetSpec = BudgetSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    registry: RegistrySpec = RegistrySpec()
 
     @property
     def max_t(self) -> int:
         return self.scheduler.max_t or self.training.epochs
+
+    @property
+    def registered_model(self) -> str:
+        return self.registry.model_name or self.experiment
 
 
 def resolve_space_path(name_or_path: str) -> Path:

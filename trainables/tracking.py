@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
@@ -40,6 +41,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from trainables.figures import FIGURES_DIR, copy_checkpoint_figures
 
 SEARCH_KEY = "search"  # the parent run's key; children are keyed by trial id
+BEST_ARTIFACTS = "best_checkpoint"  # the parent run's copy of best/, the registered model's source
 TRIAL_ID_TAG = "hpsearch.trial_id"
 END_TAG = "hpsearch.end"  # finished | stopped early | failed
 REASON_TAG = "hpsearch.reason"
@@ -81,6 +83,7 @@ class RunWriter:
         self.experiment_id: str | None = state.get("experiment_id")
         self._runs: dict[str, str] = state.get("runs", {})
         self._keys: set[str] = set(state.get("keys", []))
+        self._versions: dict[str, str] = state.get("model_versions", {})
         self._last_attempt = 0.0
         self._offline = self._journal_length() > 0
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -124,6 +127,16 @@ class RunWriter:
 
     def log_artifacts(self, key: str, local_path: Path, artifact_path: str | None = None) -> None:
         self._submit({"op": "artifacts", "key": key, "path": str(local_path), "artifact_path": artifact_path})
+
+    def register_model(self, key: str, name: str, artifact_path: str) -> None:
+        """A new version of the registered model ``name``, from an artifact folder of the run."""
+        self._submit({"op": "register", "key": key, "name": name, "artifact_path": artifact_path})
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        """Registered model name -> the version this folder's search registered."""
+        self.flush()
+        return dict(self._versions)
 
     def sync(self) -> int:
         """Send the journal's writes in order; returns how many are still pending."""
@@ -207,7 +220,18 @@ class RunWriter:
                 self.client.log_artifacts(self._runs[key], str(path), artifact_path=op["artifact_path"])
             else:
                 self.client.log_artifact(self._runs[key], str(path), artifact_path=op["artifact_path"])
+        elif kind == "register":
+            self._versions[op["name"]] = self._register(op["name"], self._runs[key], op["artifact_path"])
         self._save_state()
+
+    def _register(self, name: str, run_id: str, artifact_path: str) -> str:
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # the usual case: a later search
+                raise
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+        return str(self.client.create_model_version(name, source, run_id=run_id).version)
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -220,7 +244,8 @@ class RunWriter:
 
     def _save_state(self) -> None:
         state = {"tracking_uri": self.tracking_uri, "experiment": self.experiment,
-                 "experiment_id": self.experiment_id, "runs": self._runs, "keys": sorted(self._keys)}
+                 "experiment_id": self.experiment_id, "runs": self._runs, "keys": sorted(self._keys),
+                 "model_versions": self._versions}
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(self._state_path)
@@ -264,8 +289,10 @@ def log_report_folder(out_dir: Path, report_dir: Path) -> bool:
 
 
 def _info(writer: RunWriter) -> dict[str, Any]:
+    writer.flush()  # experiment_id is set by the writer thread
     return {"tracking_uri": writer.tracking_uri, "experiment_id": writer.experiment_id,
-            "parent_run_id": writer.run_id(SEARCH_KEY), "pending_writes": writer.pending}
+            "parent_run_id": writer.run_id(SEARCH_KEY), "pending_writes": writer.pending,
+            "model_versions": writer.model_versions}
 
 
 class SearchTracker:
@@ -293,12 +320,17 @@ class SearchTracker:
     def trial_callback(self) -> "TrialRunsCallback":
         return TrialRunsCallback(self.tracking_uri, self.out_dir, self.experiment)
 
-    def finish(self, best: dict[str, Any] | None, best_dir: Path | None, failed: bool = False) -> None:
+    def finish(self, best: dict[str, Any] | None, best_dir: Path | None, failed: bool = False,
+               registered_model: str | None = None) -> None:
+        """Close the parent run; with ``registered_model``, the best checkpoint (logged as the
+        run's ``best_checkpoint`` artifact) becomes that model's next version."""
         if best is not None:
             self.writer.log(SEARCH_KEY, metrics=[("best_value", best["value"], 0)],
                             tags={"hpsearch.best_trial_id": best["trial_id"], "hpsearch.best_epoch": str(best["epoch"])})
         if best_dir is not None:
-            self.writer.log_artifacts(SEARCH_KEY, best_dir, artifact_path="best_checkpoint")
+            self.writer.log_artifacts(SEARCH_KEY, best_dir, artifact_path=BEST_ARTIFACTS)
+            if registered_model:
+                self.writer.register_model(SEARCH_KEY, registered_model, BEST_ARTIFACTS)
         self.writer.set_status(SEARCH_KEY, "FAILED" if failed else "FINISHED")
 
     def log_report(self, report_dir: Path) -> None:

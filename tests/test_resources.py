@@ -1,0 +1,67 @@
+"""Resources that follow the sampled model size, and how many trials run at once: the
+arithmetic, on the resources a cluster reports (4 GPUs declared, as in test_job_submission)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.specs import tiny_mae_spec
+from trainables.resources import DDP_DRIVER_BUNDLE, placement_for, plan_concurrency, trial_resources
+from trainables.spec import SpecError, validate_spec
+
+CLUSTER = {"CPU": 2.0, "GPU": 4.0}
+SIZE = "model.args.size"
+
+
+def _spec(max_concurrent: int | None = None):
+    raw = tiny_mae_spec("sizes")
+    raw["search"][SIZE] = {"type": "choice", "values": ["tiny", "small", "large"]}
+    raw["model"]["args"]["size"] = "tiny"
+    raw["resources"] = {"workers": 1, "cpus_per_worker": 0.5, "gpus_per_worker": 0.5, "depends_on": SIZE,
+                        "per_value": {"large": {"workers": 2, "gpus_per_worker": 1}}}
+    raw["budget"]["max_concurrent"] = max_concurrent
+    return validate_spec(raw, "sizes.yaml")
+
+
+def test_small_sizes_take_half_a_gpu_and_large_ones_two_gpus_with_ddp() -> None:
+    spec = _spec()
+    placement = placement_for(spec, gpus=True)
+    for size in ("tiny", "small"):
+        assert placement({SIZE: size}).bundles == [{"CPU": 0.5, "GPU": 0.5}]
+    large = trial_resources(spec, {SIZE: "large"}, gpus=True)
+    assert (large.workers, large.total) == (2, {"CPU": 1.0, "GPU": 2.0})
+    # The DDP trial's driver holds a token bundle; its TorchTrainer reserves the two GPU workers.
+    assert placement({SIZE: "large"}).bundles == [DDP_DRIVER_BUNDLE]
+
+
+def test_an_embedded_cluster_runs_what_fits_for_the_largest_request() -> None:
+    plan = plan_concurrency(_spec(), CLUSTER, [CLUSTER], existing=False, grows_to=None)
+    # small: min(2 / 0.5 CPU, 4 / 0.5 GPU) = 4; large: min(2 / 1 CPU, 4 / 2 GPU) = 2.
+    assert plan.gpus and plan.concurrency == 2
+
+
+def test_without_gpus_the_gpu_figures_are_ignored() -> None:
+    plan = plan_concurrency(_spec(), {"CPU": 2.0}, [{"CPU": 2.0}], existing=False, grows_to=None)
+    assert not plan.gpus and plan.concurrency == 2  # large: 2 workers of 0.5 CPU
+
+
+def test_an_existing_cluster_grows_to_what_its_autoscaler_reports() -> None:
+    # Head with no CPU (no training there), no worker up yet, room for 4 nodes of 8 CPU / 4 GPU.
+    head = {"memory": 1e9}
+    plan = plan_concurrency(_spec(), head, [head], existing=True, grows_to={"CPU": 32.0, "GPU": 16.0})
+    assert plan.gpus and plan.concurrency == 8  # large: min(32 / 1, 16 / 2)
+    assert "autoscaler" in plan.note
+
+
+def test_an_existing_cluster_takes_budget_max_concurrent_as_its_bound() -> None:
+    head = {"memory": 1e9}
+    plan = plan_concurrency(_spec(max_concurrent=6), head, [head], existing=True, grows_to=None)
+    assert plan.concurrency == 6 and "budget.max_concurrent" in plan.note
+
+
+def test_a_cluster_that_cannot_grow_refuses_a_trial_no_node_fits() -> None:
+    head = {"memory": 1e9}  # an existing cluster that reports no growth and has no CPU
+    with pytest.raises(SpecError, match="no trial can ever start"):
+        plan_concurrency(_spec(), head, [head], existing=True, grows_to=None)
+    with pytest.raises(SpecError, match="no trial can ever start"):
+        plan_concurrency(_spec(), {"CPU": 0.0}, [{"CPU": 0.0}], existing=False, grows_to=None)
