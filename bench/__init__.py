@@ -1,0 +1,1 @@
+"""Benchmarks: side-by-side measurements that print ratios (not tests; see RESULTS.md)."""

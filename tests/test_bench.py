@@ -1,0 +1,28 @@
+"""The benchmarks still run: each once, briefly (``python -m bench.run_all --quick``).
+
+Their figures are not asserted (tests never assert times); what is checked is that every
+benchmark completes and prints its table with a row per variant.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.run_all import BENCHMARKS
+from tests.specs import PROJECT_ROOT
+
+
+@pytest.mark.slow
+def test_every_benchmark_runs_quickly(tmp_path):
+    out = tmp_path / "results.md"
+    run = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--out", str(out)],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = out.read_text()
+    assert text.count("\n## ") == len(BENCHMARKS), text
+    for row in ("service (run_search", "bare Ray Tune, default settings", "one worker", "DDP, 2 workers",
+                "MAE tiny", "digits classifier", "raw h5py reads", "service: TPE + ASHA", "Optuna alone"):
+        assert row in text, f"{row!r} missing from\n{text}"
