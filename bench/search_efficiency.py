@@ -1,5 +1,10 @@
 """Search efficiency on real data: scikit-learn's digits, search_spaces/digits.yaml.
 
+digits.yaml's ranges are the ones known to work (every configuration in them passes 0.95
+within seconds), which leaves a searcher nothing to find. Here the learning rate, weight
+decay and dropout ranges are widened to what a user who does not know them yet would try
+(1e-5..0.3, 1e-5..0.3, 0..0.7), so that a good share of the space trains badly.
+
 At equal wall-clock budget and equal concurrency (2), from the same search space:
 - the service with TPE + ASHA (digits.yaml as shipped);
 - the service with random search and no early stopping;
@@ -26,13 +31,18 @@ import yaml
 from bench.common import Table, launch_quietly, median, ray_cluster, scratch
 from tests.specs import SEARCH_SPACES
 
-TARGET_ACCURACY = 0.985
+TARGET_ACCURACY = 0.99  # 3 errors or fewer on the 360 validation images
 SPEEDUP_TARGET = 3.0
 
 
 def digits_spec(seed: int, budget_s: float, tpe_asha: bool) -> dict:
     raw = yaml.safe_load((SEARCH_SPACES / "digits.yaml").read_text())
     raw["experiment"] = "bench_digits"
+    raw["search"].update({
+        "training.lr": {"type": "loguniform", "low": 1.0e-5, "high": 0.3},
+        "training.weight_decay": {"type": "loguniform", "low": 1.0e-5, "high": 0.3},
+        "model.args.dropout": {"type": "uniform", "low": 0.0, "high": 0.7},
+    })
     raw["training"].update(seed=seed, figures_every=0)
     raw["budget"] = {"trials": 1000, "time_limit_minutes": budget_s / 60, "max_concurrent": 2}
     raw["searcher"] = {**raw["searcher"], "seed": seed} if tpe_asha else {"type": "random", "seed": seed}
@@ -127,7 +137,7 @@ def time_to(points: list[tuple[float, float]], target: float) -> float:
     return min((t for t, accuracy in points if accuracy >= target), default=math.inf)
 
 
-def main(quick: bool = False, seeds: int = 5, budget_s: float = 60.0) -> Table:
+def main(quick: bool = False, seeds: int = 5, budget_s: float = 45.0) -> Table:
     if quick:
         seeds, budget_s = 1, 15.0
     methods = {
@@ -165,6 +175,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget-s", type=float, default=60.0)
+    parser.add_argument("--budget-s", type=float, default=45.0)
     args = parser.parse_args()
     print(main(args.quick, args.seeds, args.budget_s).render())

@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
-from bench.common import REPEATS, Stopwatch, Table, interleaved, launch_quietly, median, ray_cluster, scratch
+from bench.common import Stopwatch, Table, interleaved, launch_quietly, median, ray_cluster, scratch
 from tests.specs import SEARCH_SPACES
 
 TARGET = 1.10
@@ -38,6 +37,7 @@ class Workload:
 
 FULL = Workload(trials=200, reports=10, work_s=0.1)
 QUICK = Workload(trials=6, reports=3, work_s=0.05)
+FULL_REPEATS = 1
 
 
 def service_spec(work: Workload) -> dict:
@@ -90,7 +90,8 @@ def run_bare_tune(work: Workload, reuse_actors: bool) -> float:
 
 def main(quick: bool = False) -> Table:
     work = QUICK if quick else FULL
-    repeats = 1 if quick else REPEATS
+    # The full workload takes 2 to 10 minutes a variant on 2 CPUs: one run each by default.
+    repeats = 1 if quick else FULL_REPEATS
     with ray_cluster(num_cpus=work.concurrency):
         times = interleaved({
             "service (run_search, random, no early stopping)": lambda: run_service(work),

@@ -18,7 +18,7 @@ from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.plots import learning_curves
 from trainables.preflight import prepare_output, write_split_manifest
-from trainables.report import CSV_FILE, HTML_FILE, REPORT_DIR, UNFINISHED, asha_rungs, gather, write_report
+from trainables.report import CSV_FILE, HTML_FILE, REPORT_DIR, UNFINISHED, asha_rungs, gather
 from trainables.search import SearchOptions, run_search
 from trainables.searcher import build_scheduler
 from trainables.tracking import TRIAL_ID_TAG

@@ -37,6 +37,8 @@ def _study_trials(out: Path) -> int:
     """Trials in the search's persisted Optuna study, read from this (another) process."""
     if not (out / "optuna.db").exists():
         return 0
+    if not (out / "optuna.db").exists():  # reading would create it, racing the search's own creation
+        return 0
     try:
         return len(optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'optuna.db'}").trials)
     except (KeyError, ValueError, RuntimeError):  # not created yet

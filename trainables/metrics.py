@@ -20,6 +20,7 @@ from typing import Any
 from ray.tune import Callback
 
 RUNNING, FINISHED, STOPPED_EARLY, FAILED = "running", "finished", "stopped early", "failed"  # as in summary.json
+REPUBLISH_S = 5.0  # seconds between re-recordings of unchanged gauges
 
 
 class SearchMetrics(Callback):
@@ -34,6 +35,7 @@ class SearchMetrics(Callback):
         self._running = -1  # none set yet
         self._started = time.monotonic()
         self._instruments: dict[str, Any] | None = None
+        self._published = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment; Ray's metric objects stay behind
@@ -60,8 +62,13 @@ class SearchMetrics(Callback):
 
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
         running = sum(1 for trial in trials if trial.status == "RUNNING")
-        if running != self._running:  # Tune steps many times a second; set only on change
+        # Tune steps many times a second: set on change, and every few seconds anyway, since
+        # Ray stops exporting a gauge that was not recorded for a while (seen with the best
+        # value, set once early in a short search, missing from the endpoint at its end).
+        if running != self._running or time.monotonic() - self._published > REPUBLISH_S:
             self._set_trials(running)
+            if self._best is not None:
+                self._metrics["best"].set(self._best, {"experiment": self.experiment, "metric": self.metric})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         value = result.get(self.metric)
@@ -90,6 +97,6 @@ class SearchMetrics(Callback):
         self._set_trials(sum(1 for trial in trials if trial.status == "RUNNING"))
 
     def _set_trials(self, running: int) -> None:
-        self._running = running
+        self._running, self._published = running, time.monotonic()
         for state, count in {RUNNING: running, **self._ended}.items():
             self._metrics["trials"].set(count, {"experiment": self.experiment, "state": state})

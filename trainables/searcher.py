@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
@@ -63,12 +64,21 @@ def build_searcher(spec: SearchSpec, out_dir: Path, max_concurrent: int | None =
         url = study_storage_url(spec, out_dir)
         # SQLite: wait for a reader (the dashboard) rather than fail with "database is locked".
         engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        storage = _study_storage(url, engine_kwargs)
         return PruneAwareOptunaSearch(sampler=sampler, storage=storage, study_name=spec.experiment)
     # Random sampling, grid expansion and experiment matrices: Tune's own variant generator.
     # It is not a Searcher, so Tune ignores TuneConfig.max_concurrent_trials for it (with a
     # warning): it takes the limit itself (0 = none).
     return BasicVariantGenerator(random_state=spec.searcher.seed, max_concurrent=max_concurrent or 0)
+
+
+def _study_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except sqlalchemy.exc.IntegrityError:
+        # Another process (optuna-dashboard opened on the new URL) created the schema at the
+        # same moment; it exists now, so a second attempt only connects.
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
 def build_scheduler(spec: SearchSpec) -> TrialScheduler:
