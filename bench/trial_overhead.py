@@ -88,8 +88,8 @@ def run_bare_tune(work: Workload, reuse_actors: bool) -> float:
     return watch.seconds
 
 
-def main(quick: bool = False) -> Table:
-    work = QUICK if quick else FULL
+def main(quick: bool = False, work: Workload | None = None) -> Table:
+    work = work or (QUICK if quick else FULL)
     # The full workload takes 2 to 10 minutes a variant on 2 CPUs: one run each by default.
     repeats = 1 if quick else FULL_REPEATS
     with ray_cluster(num_cpus=work.concurrency):

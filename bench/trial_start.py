@@ -64,8 +64,8 @@ def search(raw: dict) -> tuple[float, list[float]]:
     return watch.seconds, list(timer.seconds.values())
 
 
-def main(quick: bool = False) -> Table:
-    repeats = 1 if quick else REPEATS
+def main(quick: bool = False, repeats: int = REPEATS) -> Table:
+    repeats = 1 if quick else repeats
     one_worker: list[float] = []
     ddp: list[float] = []
     walls: dict[str, list[float]] = {"one DDP trial": [], "two concurrent DDP trials": []}
