@@ -265,11 +265,9 @@ def writer_for(tracking_uri: str, out_dir: Path, experiment: str) -> RunWriter:
 def sync_folder(out_dir: Path) -> dict[str, Any]:
     """``launch.py sync``: push a search's pending MLflow writes; returns the tracking info
     (``pending_writes`` is what is still waiting)."""
-    state_path = out_dir / STATE_FILE
-    if not state_path.exists():
+    writer = _folder_writer(out_dir)
+    if writer is None:
         raise FileNotFoundError(f"{out_dir}: no {STATE_FILE}: not the output folder of a search")
-    state = json.loads(state_path.read_text())
-    writer = writer_for(state["tracking_uri"], out_dir, state["experiment"])
     writer.sync()
     return _info(writer)
 
@@ -277,15 +275,21 @@ def sync_folder(out_dir: Path) -> dict[str, Any]:
 def log_report_folder(out_dir: Path, report_dir: Path) -> bool:
     """``launch.py report``: log a regenerated report to the search's parent run (journalled
     when the server is down); False when the folder has no parent run to log to."""
-    state_path = out_dir / STATE_FILE
-    if not state_path.exists():
-        return False
-    state = json.loads(state_path.read_text())
-    writer = writer_for(state["tracking_uri"], out_dir, state["experiment"])
-    if not writer.has_run(SEARCH_KEY):
+    writer = _folder_writer(out_dir)
+    if writer is None or not writer.has_run(SEARCH_KEY):
         return False
     writer.log_artifacts(SEARCH_KEY, report_dir, artifact_path=REPORT_ARTIFACTS)
+    writer.flush()
     return True
+
+
+def _folder_writer(out_dir: Path) -> RunWriter | None:
+    """The writer of a search's folder, from the tracking state it recorded; None if it has none."""
+    state_path = out_dir / STATE_FILE
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    return writer_for(state["tracking_uri"], out_dir, state["experiment"])
 
 
 def _info(writer: RunWriter) -> dict[str, Any]:
