@@ -194,11 +194,11 @@ class HyperspectralCrops(Dataset):
         if not 0 < crop <= self.window:
             raise DataError(f"data.crop ({crop}) must be positive and <= the window size ({self.window})")
         self._check_windows()
-        std = torch.tensor(prepared.band_std, dtype=torch.float32).view(-1, 1, 1)
-        self._mean = torch.tensor(prepared.band_mean, dtype=torch.float32).view(-1, 1, 1)
+        std = np.asarray(prepared.band_std, dtype=np.float32).reshape(-1, 1, 1)
+        self._mean = np.asarray(prepared.band_mean, dtype=np.float32).reshape(-1, 1, 1)
         # A constant band has std 0: centre it rather than divide by zero.
-        self._scale = 1.0 / torch.where(std > 0, std, torch.ones_like(std))
-        self._files: dict[int, h5py.File] = {}
+        self._scale = 1.0 / np.where(std > 0, std, np.float32(1.0))
+        self._datasets: dict[int, h5py.Dataset] = {}
         self._owner_pid: int | None = None
 
     def _check_windows(self) -> None:
@@ -224,8 +224,11 @@ class HyperspectralCrops(Dataset):
         else:
             dy = dx = slack // 2
         rows, cols = slice(y0 + dy, y0 + dy + self.crop), slice(x0 + dx, x0 + dx + self.crop)
-        block = read_block(self._dataset(source), cube, rows, cols)
-        crop = (torch.from_numpy(block.astype(np.float32, copy=False)) - self._mean) * self._scale
+        block = read_block(self._dataset(source), cube, rows, cols).astype(np.float32)  # a copy we own
+        # In place, in numpy: for crops this small, torch's per-op cost would exceed the read's.
+        block -= self._mean
+        block *= self._scale
+        crop = torch.from_numpy(block)
         if self.train and self.flip:
             horizontal, vertical = (torch.rand(2) < 0.5).tolist()
             if horizontal:
@@ -238,17 +241,19 @@ class HyperspectralCrops(Dataset):
         # HDF5 handles must not cross processes: open per process on first use, and
         # forget handles inherited through fork (a DataLoader worker started after the
         # parent already read items).
+        # The dataset object is kept (it keeps its file open): looking it up by name costs
+        # about as much as reading a small crop.
         if self._owner_pid != os.getpid():
-            self._files = {}
+            self._datasets = {}
             self._owner_pid = os.getpid()
-        if source not in self._files:
-            self._files[source] = open_hdf5(self.prepared.sources[source])
-        return self._files[source][self.prepared.dataset_key]
+        if source not in self._datasets:
+            self._datasets[source] = open_hdf5(self.prepared.sources[source])[self.prepared.dataset_key]
+        return self._datasets[source]
 
     def __getstate__(self) -> dict[str, object]:
         # Open h5py handles cannot be pickled (spawned workers, Ray); the copy reopens lazily.
         state = self.__dict__.copy()
-        state["_files"] = {}
+        state["_datasets"] = {}
         state["_owner_pid"] = None
         return state
 

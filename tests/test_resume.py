@@ -35,8 +35,6 @@ def _results(out: Path) -> dict[str, list[dict]]:
 
 def _study_trials(out: Path) -> int:
     """Trials in the search's persisted Optuna study, read from this (another) process."""
-    if not (out / "optuna.db").exists():
-        return 0
     if not (out / "optuna.db").exists():  # reading would create it, racing the search's own creation
         return 0
     try:
@@ -131,3 +129,39 @@ def test_snapshot_cut_short_by_a_kill_is_repaired_from_its_last_complete_copy(tm
     assert repair(tmp_path) == [state.name]
     assert json.loads(state.read_text()) == {"trial_data": ["a", "b"]}
     assert repair(tmp_path) == []  # whole files are left alone
+
+
+def test_superseded_checkpoints_are_deleted_only_once_a_snapshot_no_longer_names_them(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ray.tune import Checkpoint
+
+    from trainables.retention import CheckpointRetention
+
+    state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+    snapshots = SnapshotBackup(tmp_path)
+    retention = CheckpointRetention("val_loss", "min", snapshots)
+    trial = SimpleNamespace(trial_id="t1", last_result={})
+
+    def checkpoint(epoch: int, val_loss: float, iteration: int) -> Path:
+        folder = tmp_path / "trial_t1" / f"checkpoint_{epoch:06d}"
+        folder.mkdir(parents=True)
+        trial.last_result = {"val_loss": val_loss}
+        retention.on_checkpoint(iteration, [], trial, Checkpoint.from_directory(str(folder)))
+        return folder
+
+    def snapshot_taken_at(iteration: int) -> None:  # Tune writes its state; the backup reads it
+        state.write_text(json.dumps({"trial_data": [], "runner_data": {"_iteration": iteration}}))
+        snapshots.check_now()
+        retention.on_step_end(iteration=iteration + 1, trials=[])
+
+    first = checkpoint(0, 1.0, iteration=10)
+    best = checkpoint(1, 0.5, iteration=20)  # first is now neither best nor latest
+    snapshot_taken_at(15)  # taken before that: a resume from it would restore `first`
+    assert first.exists()
+    snapshot_taken_at(20)
+    assert not first.exists() and best.exists()
+    worse = checkpoint(2, 0.7, iteration=30)
+    latest = checkpoint(3, float("nan"), iteration=40)  # a NaN is never the best
+    snapshot_taken_at(40)
+    assert not worse.exists() and best.exists() and latest.exists()

@@ -43,6 +43,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.driver import make_trial_driver
     from trainables.metrics import SearchMetrics
     from trainables.resources import placement_for, plan_concurrency
+    from trainables.retention import CheckpointRetention
     from trainables.searcher import build_scheduler, build_searcher, param_space, study_storage_url
     from trainables.snapshots import SnapshotBackup, repair
     from trainables.summary import (TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials,
@@ -77,6 +78,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 echo(f"  {name} was cut short when the search was killed; using its last complete copy.")
             tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
         else:
+            snapshots = SnapshotBackup(experiment_dir)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(spec),
@@ -96,10 +98,14 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 run_config=tune.RunConfig(
                     name=TUNE_DIR,
                     storage_path=str(out_dir),
-                    callbacks=[tracker.trial_callback(), SnapshotBackup(experiment_dir),
+                    callbacks=[tracker.trial_callback(), snapshots,
+                               CheckpointRetention(spec.metric, spec.mode, snapshots),
                                SearchMetrics(spec.experiment, spec.metric, spec.mode), *options.callbacks],
+                    # Every checkpoint is kept as far as Tune knows; CheckpointRetention deletes
+                    # all but each trial's best and latest (num_to_keep would make Tune snapshot
+                    # the whole search after every checkpoint: see trainables/retention.py).
                     checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=1, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
+                        num_to_keep=None, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
                     ),
                     failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
                     verbose=options.verbose,

@@ -162,7 +162,10 @@ def _best_row_with_checkpoint(result: Any, rows: list[dict[str, Any]], metric: s
         return None, None
     best_value = (min if mode == "min" else max)(r[metric] for r in rows)
     tied = [r for r in rows if r[metric] == best_value]
-    kept = {metrics.get("epoch"): checkpoint.path for checkpoint, metrics in result.best_checkpoints or []}
+    # Tune lists every checkpoint it registered; CheckpointRetention deleted all but each
+    # trial's best and latest.
+    kept = {metrics.get("epoch"): checkpoint.path for checkpoint, metrics in result.best_checkpoints or []
+            if _exists(checkpoint)}
     for row in tied:
         # DDP trials: Train kept the checkpoint and Tune got its path as a metric.
         path = row.get(CHECKPOINT_PATH_KEY)
@@ -172,6 +175,12 @@ def _best_row_with_checkpoint(result: Any, rows: list[dict[str, Any]], metric: s
         if row.get("epoch") in kept:
             return row, kept[row["epoch"]]
     return tied[0], None
+
+
+def _exists(checkpoint: Any) -> bool:
+    from pyarrow.fs import FileType
+
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type != FileType.NotFound
 
 
 def _failures(trial_dir: Path) -> list[str]:
