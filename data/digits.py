@@ -9,6 +9,7 @@ reads the images.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from data.band_stats import dataset_moments, file_fingerprint, read_sidecar, wri
 from data.errors import DataError
 from data.h5_arrays import array_shape, synthetic_file
 from data.h5_sources import open_hdf5
+from data.in_memory import fits_in_memory, normalised
 from data.index_split import IndexSplit, split_indices
 from data.lazy_h5 import LazyFile
 
@@ -129,11 +131,16 @@ class ImageDataset(Dataset):
     def __init__(self, prepared: ImagesData, indices: Sequence[int]) -> None:
         self.prepared = prepared
         self.indices = list(indices)
-        self._mean = torch.tensor(prepared.channel_mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(prepared.channel_std, dtype=torch.float32).view(-1, 1, 1)
+        self._mean = np.asarray(prepared.channel_mean, dtype=np.float32).reshape(-1, 1, 1)
+        std = np.asarray(prepared.channel_std, dtype=np.float32).reshape(-1, 1, 1)
         # A constant channel has std 0: centre it rather than divide by zero.
-        self._scale = 1.0 / torch.where(std > 0, std, torch.ones_like(std))
+        self._scale = 1.0 / np.where(std > 0, std, np.float32(1.0))
         self._file = LazyFile(prepared.path)
+        self._labels = torch.from_numpy(prepared.labels[self.indices])
+        # Small image sets are read and normalised once per process (data.in_memory).
+        self._preload = fits_in_memory(int(np.prod(prepared.shape)))
+        self._images: torch.Tensor | None = None
+        self._owner_pid: int | None = None
 
     @property
     def labels(self) -> torch.Tensor:
@@ -144,9 +151,21 @@ class ImageDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = self.indices[index]
-        image = torch.from_numpy(self._file[IMAGES][sample].astype(np.float32))  # [C, H, W]
-        return {IMAGES: (image - self._mean) * self._scale, LABELS: torch.tensor(self.prepared.labels[sample])}
+        if self._preload:
+            image = self._in_memory()[index]
+        else:
+            image = torch.from_numpy(normalised(self._file[IMAGES][self.indices[index]], self._mean, self._scale))
+        return {IMAGES: image, LABELS: self._labels[index]}  # image: [C, H, W]
+
+    def _in_memory(self) -> torch.Tensor:
+        if self._images is None or self._owner_pid != os.getpid():
+            whole = self._file[IMAGES][()]  # one read of the file's images; this split's are kept
+            images = normalised(whole[np.asarray(self.indices)], self._mean, self._scale)
+            self._images, self._owner_pid = torch.from_numpy(images), os.getpid()
+        return self._images
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_images": None, "_owner_pid": None}  # each process reads its own
 
 
 def build_image_datasets(cfg: DigitsDataConfig) -> tuple[ImageDataset, ImageDataset, IndexSplit]:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from data.band_stats import BandMoments, dataset_moments, file_fingerprint, read_sidecar, write_sidecar
 from data.errors import DataError
 from data.h5_arrays import synthetic_file as cached_synthetic_file
+from data.in_memory import fits_in_memory, normalised
 from data.h5_sources import Source, inspect_sources, list_source_files, open_hdf5, read_block, resolve_key
 from data.splits import SplitManifest, Window, make_split
 from data.synthetic_hyperspectral import GENERATOR_VERSION, write_synthetic_cubes
@@ -172,7 +173,8 @@ class HyperspectralCrops(Dataset):
     Training crops sit at a random place in their window and are randomly flipped, using
     torch's RNG so that DataLoader seeds each worker differently; validation crops are
     the window's centre, unflipped, so validation is deterministic. `window` defaults to
-    2 * crop like the config's.
+    2 * crop like the config's. Cubes that fit in memory are read and normalised once per
+    process (``data.in_memory``); larger ones are read crop by crop.
     """
 
     def __init__(
@@ -199,7 +201,10 @@ class HyperspectralCrops(Dataset):
         # A constant band has std 0: centre it rather than divide by zero.
         self._scale = 1.0 / np.where(std > 0, std, np.float32(1.0))
         self._datasets: dict[int, h5py.Dataset] = {}
+        self._cubes: dict[tuple[int, int], np.ndarray] | None = None  # normalised, if they fit in memory
         self._owner_pid: int | None = None
+        sizes = {(s, c): h * w for s, c, h, w in prepared.cubes}
+        self._preload = fits_in_memory(prepared.bands * sum(sizes[(s, c)] for s, c in {w[:2] for w in self.windows}))
 
     def _check_windows(self) -> None:
         """Refuse windows that do not lie inside the prepared cubes (e.g. a manifest from other data)."""
@@ -224,11 +229,11 @@ class HyperspectralCrops(Dataset):
         else:
             dy = dx = slack // 2
         rows, cols = slice(y0 + dy, y0 + dy + self.crop), slice(x0 + dx, x0 + dx + self.crop)
-        block = read_block(self._dataset(source), cube, rows, cols).astype(np.float32)  # a copy we own
-        # In place, in numpy: for crops this small, torch's per-op cost would exceed the read's.
-        block -= self._mean
-        block *= self._scale
-        crop = torch.from_numpy(block)
+        if self._preload:
+            crop = torch.from_numpy(self._cube(source, cube)[:, rows, cols].copy())
+        else:
+            crop = torch.from_numpy(normalised(read_block(self._dataset(source), cube, rows, cols),
+                                               self._mean, self._scale))
         if self.train and self.flip:
             horizontal, vertical = (torch.rand(2) < 0.5).tolist()
             if horizontal:
@@ -237,15 +242,29 @@ class HyperspectralCrops(Dataset):
                 crop = crop.flip(-2)
         return {"cube": crop}
 
-    def _dataset(self, source: int) -> h5py.Dataset:
+    def _cube(self, source: int, cube: int) -> np.ndarray:
+        """The whole normalised cube, read on first use in this process."""
+        self._forget_other_process_state()
+        if self._cubes is None:
+            self._cubes = {}
+        if (source, cube) not in self._cubes:
+            dataset = self._dataset(source)
+            whole = dataset[cube] if dataset.ndim == 4 else dataset[()]
+            self._cubes[(source, cube)] = normalised(whole, self._mean, self._scale)
+        return self._cubes[(source, cube)]
+
+    def _forget_other_process_state(self) -> None:
         # HDF5 handles must not cross processes: open per process on first use, and
         # forget handles inherited through fork (a DataLoader worker started after the
         # parent already read items).
+        if self._owner_pid != os.getpid():
+            self._datasets, self._cubes = {}, None
+            self._owner_pid = os.getpid()
+
+    def _dataset(self, source: int) -> h5py.Dataset:
         # The dataset object is kept (it keeps its file open): looking it up by name costs
         # about as much as reading a small crop.
-        if self._owner_pid != os.getpid():
-            self._datasets = {}
-            self._owner_pid = os.getpid()
+        self._forget_other_process_state()
         if source not in self._datasets:
             self._datasets[source] = open_hdf5(self.prepared.sources[source])[self.prepared.dataset_key]
         return self._datasets[source]
@@ -253,7 +272,7 @@ class HyperspectralCrops(Dataset):
     def __getstate__(self) -> dict[str, object]:
         # Open h5py handles cannot be pickled (spawned workers, Ray); the copy reopens lazily.
         state = self.__dict__.copy()
-        state["_datasets"] = {}
+        state["_datasets"], state["_cubes"] = {}, None
         state["_owner_pid"] = None
         return state
 

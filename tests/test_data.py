@@ -438,3 +438,18 @@ def test_config_defaults() -> None:
     )  # fmt: skip
     expected = {"cubes": 16, "bands": 30, "height": 64, "width": 64, "endmembers": 5, "noise": 0.01, "seed": 0}
     assert cfg.synthetic.model_dump() == expected
+
+
+def test_data_too_large_for_memory_are_read_item_by_item_with_the_same_values(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from data import DigitsDataConfig, build_image_datasets
+
+    cube_sets = build_datasets(synthetic_cfg(tmp_path))[1], build_image_datasets(DigitsDataConfig(cache_dir=str(tmp_path)))[1]
+    in_memory = [[dataset[i] for i in range(len(dataset))] for dataset in cube_sets]
+    monkeypatch.setenv("HPSEARCH_PRELOAD_LIMIT_BYTES", "0")
+    on_disk = build_datasets(synthetic_cfg(tmp_path))[1], build_image_datasets(DigitsDataConfig(cache_dir=str(tmp_path)))[1]
+    assert all(dataset._preload for dataset in cube_sets) and not any(dataset._preload for dataset in on_disk)
+    for dataset, expected in zip(on_disk, in_memory):
+        for index, item in enumerate(expected):
+            for key, value in item.items():
+                torch.testing.assert_close(dataset[index][key], value)

@@ -7,6 +7,7 @@ state, epoch, metrics) and ``config.yaml`` (the resolved spec the trial ran). Lo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -27,10 +28,17 @@ CONFIG_FILE = "config.yaml"
 REPORT_FILE = "report.json"  # the best model's own report on its validation split
 
 
-def save_checkpoint(folder: Path, state: dict[str, Any], config: dict[str, Any]) -> Path:
+def config_text(config: dict[str, Any]) -> str:
+    """The resolved spec as it is stored in every checkpoint (made once per trial: dumping
+    YAML at every epoch costs more than saving a small model)."""
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any], config: str) -> Path:
+    """Write ``state`` and the ``config_text`` of the trial's spec to ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(state, folder / STATE_FILE)
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    (folder / CONFIG_FILE).write_text(config)
     return folder
 
 
@@ -43,17 +51,23 @@ def staging_folder() -> Path:
     Tune may abandon a stopped trial's thread inside ``report`` and workers may be killed,
     so a temporary folder per checkpoint would leak (tens of MB each). One folder per
     process, emptied before each use, bounds that; folders of processes that are gone are
-    removed here too.
+    removed too (once per process: scanning the temp folder at every epoch costs more than the
+    checkpoint of a small model).
     """
     root = Path(tempfile.gettempdir())
-    for stale in root.glob(f"{STAGING_PREFIX}*"):
-        pid = stale.name.removeprefix(STAGING_PREFIX)
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    _remove_stale_staging_folders(root, os.getpid())
     folder = root / f"{STAGING_PREFIX}{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     return folder
+
+
+@functools.cache
+def _remove_stale_staging_folders(root: Path, pid: int) -> None:
+    for stale in root.glob(f"{STAGING_PREFIX}*"):
+        owner = stale.name.removeprefix(STAGING_PREFIX)
+        if owner.isdigit() and int(owner) != pid and not _process_exists(int(owner)):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _process_exists(pid: int) -> bool:

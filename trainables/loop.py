@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from data import build_splits
 from models import create_model
-from trainables.checkpoints import save_checkpoint, staging_folder
+from trainables.checkpoints import config_text, save_checkpoint, staging_folder
 from trainables.figures import FIGURES_DIR, figures_due, save_validation_figures
 from trainables.spec import SearchSpec, TrainingSpec, import_user_modules
 
@@ -90,6 +90,7 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
 
     metric = spec.metric
     sign = 1.0 if spec.mode == "min" else -1.0
+    stored_config = config_text(spec.model_dump(mode="json"))
     for epoch in range(start_epoch, cfg.epochs + 1):
         train_loader.sampler.set_epoch(epoch)
         if hasattr(model, "on_epoch_start"):
@@ -144,7 +145,7 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
         }
         checkpoint_dir = None
         if session.rank == 0:
-            checkpoint_dir = save_checkpoint(staging_folder(), state, spec.model_dump(mode="json"))
+            checkpoint_dir = save_checkpoint(staging_folder(), state, stored_config)
             if figures_due(cfg, epoch, finished):  # in the checkpoint, so they reach best/ with it
                 save_validation_figures(model, val_loader.dataset, checkpoint_dir / FIGURES_DIR, device)
         session.report(metrics, checkpoint_dir)
