@@ -97,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             preflight.write_split_manifest(spec, out_dir)
         from trainables.search import SearchOptions, run_search
 
-        summary = run_search(spec, SearchOptions(out_dir=out_dir, mlflow_uri=args.mlflow_uri, address=args.address,
-                                                 resumed=resumed, verbose=0 if args.quiet else 1))
+        options = SearchOptions(out_dir=out_dir, mlflow_uri=args.mlflow_uri, address=args.address, resumed=resumed,
+                                verbose=0 if args.quiet else 1)
+        try:
+            summary = run_search(spec, options)
+        except SpecError as exc:  # found against the cluster (resources no node has): name the file too
+            raise SpecError(f"{where}: {exc}") from None
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -41,7 +41,7 @@ class Workload:
 
 FULL = Workload(trials=200, reports=10, work_s=0.1)
 QUICK = Workload(trials=6, reports=3, work_s=0.05)
-FULL_REPEATS = 1
+FULL_REPEATS = 3
 
 
 def service_spec(work: Workload) -> dict:
@@ -111,7 +111,7 @@ def run_bare_tune(work: Workload, reuse_actors: bool) -> float:
 
 def main(quick: bool = False, work: Workload | None = None) -> Table:
     work = work or (QUICK if quick else FULL)
-    # The full workload takes 2 to 10 minutes a variant on 2 CPUs: one run each by default.
+    # The full workload takes 2 to 4 minutes a variant on 2 CPUs: about 25 minutes for 3 runs each.
     repeats = 1 if quick else FULL_REPEATS
     service_trial_phase: list[float] = []
     with ray_cluster(num_cpus=work.concurrency):

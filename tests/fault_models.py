@@ -2,7 +2,7 @@
 
 Each writes one line per attempt into `marker_dir` (so a test can count retries) and fails
 at `fail_epoch`: by raising, by killing its own process, or with a NaN loss. Raising and
-killing happen on the first attempt only; the NaN happens every time. With fault "none"
+killing happen on the first attempt only; the NaN, and "always_raise", every time. With fault "none"
 it is a plain deterministic model (no randomness anywhere), for the DDP equivalence test;
 with "constant_metric" every epoch validates to the same value (ties for the best epoch).
 """
@@ -49,6 +49,8 @@ class FaultyAutoencoder(nn.Module):
             first = not (self.marker_dir / "failed").exists()
             if self.fault == "nan":
                 loss = loss * float("nan")
+            elif self.fault == "always_raise":
+                raise RuntimeError("injected failure, at every attempt")
             elif first:
                 (self.marker_dir / "failed").write_text(str(os.getpid()))
                 if self.fault == "raise":

@@ -40,7 +40,7 @@ def _faulty_search(folder: Path, markers: Path, faults: list[str], workers: int)
 @pytest.fixture(scope="module")
 def faulty_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
     folder = tmp_path_factory.mktemp("faults")
-    summary, out = _faulty_search(folder, folder / "markers", ["raise", "kill", "nan"], workers=1)
+    summary, out = _faulty_search(folder, folder / "markers", ["raise", "kill", "nan", "always_raise"], workers=1)
     return summary, out, folder / "markers"
 
 
@@ -78,6 +78,15 @@ def test_diverged_trial_ends_failed_with_its_reason_and_no_retry(faulty_search) 
     assert summary["best"] is not None
 
 
+def test_trial_failing_at_every_retry_ends_failed_after_max_failures_and_the_search_goes_on(faulty_search) -> None:
+    summary, _, markers = faulty_search
+    trial = _trial(summary, "always_raise")
+    assert trial["status"] == "failed" and "injected failure, at every attempt" in trial["reason"]
+    assert _attempts(markers, "always_raise") == 3  # the first attempt and budget.max_failures = 2 retries
+    assert trial["failures"] == 3 and trial["best_epoch"] == 1
+    assert _trial(summary, "raise")["status"] == "finished"
+
+
 def test_mlflow_records_what_happened(faulty_search) -> None:
     summary, out, _ = faulty_search
     info = summary["mlflow"]
@@ -85,10 +94,12 @@ def test_mlflow_records_what_happened(faulty_search) -> None:
     runs = client.search_runs([info["experiment_id"]],
                               filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
     by_trial = {r.data.tags[TRIAL_ID_TAG]: r for r in runs}
-    assert len(runs) == 3 == len(by_trial)  # a retried trial keeps its one child run
+    assert len(runs) == 4 == len(by_trial)  # a retried trial keeps its one child run
     nan_run = by_trial[_trial(summary, "nan")["trial_id"]]
     assert nan_run.info.status == "FAILED" and nan_run.data.tags[END_TAG] == "failed"
     assert "loss became nan" in nan_run.data.tags[REASON_TAG]
+    gave_up = by_trial[_trial(summary, "always_raise")["trial_id"]]
+    assert gave_up.info.status == "FAILED" and "injected failure" in gave_up.data.tags[REASON_TAG]
     for fault in ("raise", "kill"):
         run = by_trial[_trial(summary, fault)["trial_id"]]
         assert run.info.status == "FINISHED" and run.data.tags[END_TAG] == "finished"

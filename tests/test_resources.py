@@ -42,7 +42,9 @@ def test_an_embedded_cluster_runs_what_fits_for_the_largest_request() -> None:
 
 def test_without_gpus_the_gpu_figures_are_ignored() -> None:
     plan = plan_concurrency(_spec(), {"CPU": 2.0}, [{"CPU": 2.0}], existing=False, grows_to=None)
-    assert not plan.gpus and plan.concurrency == 2  # large: 2 workers of 0.5 CPU
+    assert not plan.gpus and plan.concurrency == 4  # every size: one worker of 0.5 CPU
+    large = trial_resources(_spec(), {SIZE: "large"}, gpus=False)
+    assert (large.workers, large.total) == (1, {"CPU": 0.5, "GPU": 0.0})
 
 
 def test_an_existing_cluster_grows_to_what_its_autoscaler_reports() -> None:
@@ -65,3 +67,24 @@ def test_a_cluster_that_cannot_grow_refuses_a_trial_no_node_fits() -> None:
         plan_concurrency(_spec(), head, [head], existing=True, grows_to=None)
     with pytest.raises(SpecError, match="no trial can ever start"):
         plan_concurrency(_spec(), {"CPU": 0.0}, [{"CPU": 0.0}], existing=False, grows_to=None)
+
+
+def _memory_spec(huge_memory_gb: float):
+    raw = tiny_mae_spec("memory")
+    raw["search"][SIZE] = {"type": "choice", "values": ["tiny", "huge"]}
+    raw["resources"] = {"workers": 1, "cpus_per_worker": 1, "depends_on": SIZE,
+                        "per_value": {"huge": {"workers": 4, "gpus_per_worker": 1, "memory_gb": huge_memory_gb}}}
+    return validate_spec(raw, "memory.yaml")
+
+
+def test_a_model_needing_most_of_the_memory_reserves_it_and_small_trials_still_run_side_by_side() -> None:
+    laptop = {"CPU": 2.0, "memory": 16.0 * 2**30}
+    spec = _memory_spec(11)
+    plan = plan_concurrency(spec, laptop, [laptop], existing=False, grows_to=None)
+    assert not plan.gpus and plan.concurrency == 2  # two tiny trials at once; a second huge one waits
+    huge = trial_resources(spec, {SIZE: "huge"}, gpus=False)
+    assert placement_for(spec, gpus=False)({SIZE: "huge"}).bundles == [{"CPU": 1.0, "memory": 11 * 2**30}]
+    assert (huge.workers, huge.total["memory"]) == (1, 11 * 2**30)
+    with pytest.raises(SpecError, match="a worker needs 1 CPU and 0 GPU and 40 GiB of memory, but the largest "
+                                        "node has 2 CPU and 0 GPU and 16 GiB of memory"):
+        plan_concurrency(_memory_spec(40), laptop, [laptop], existing=False, grows_to=None)

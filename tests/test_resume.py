@@ -141,7 +141,7 @@ def test_superseded_checkpoints_are_deleted_only_once_a_snapshot_no_longer_names
     state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
     snapshots = SnapshotBackup(tmp_path)
     retention = CheckpointRetention("val_loss", "min", snapshots)
-    trial = SimpleNamespace(trial_id="t1", last_result={})
+    trial = SimpleNamespace(trial_id="t1", last_result={}, status="RUNNING")
 
     def checkpoint(epoch: int, val_loss: float, iteration: int) -> Path:
         folder = tmp_path / "trial_t1" / f"checkpoint_{epoch:06d}"
@@ -165,3 +165,9 @@ def test_superseded_checkpoints_are_deleted_only_once_a_snapshot_no_longer_names
     latest = checkpoint(3, float("nan"), iteration=40)  # a NaN is never the best
     snapshot_taken_at(40)
     assert not worse.exists() and best.exists() and latest.exists()
+    trial.status = "ERROR"  # a failed trial keeps its latest: a resumed search retries it from there
+    retention.on_experiment_end(trials=[trial])
+    assert best.exists() and latest.exists()
+    trial.status = "TERMINATED"  # an ended trial never trains again: its best is all it keeps
+    retention.on_experiment_end(trials=[trial])
+    assert best.exists() and not latest.exists()

@@ -87,4 +87,5 @@ def test_cli_refuses_impossible_resources_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert error_lines == [error_lines[0]] and "needs 1 CPU and 1 GPU" in error_lines[0], result.stderr
+    assert error_lines[0].startswith(f"error: {spec_file.name}: resources: no trial can ever start")
     assert "Traceback" not in result.stderr

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.specs import SEARCH_SPACES
+from tests.specs import SEARCH_SPACES, write_spec
 from trainables import load_model, load_spec
 from trainables.checkpoints import REPORT_FILE
 from trainables.preflight import check_data_and_model, dry_run_report, prepare_output
@@ -19,6 +20,8 @@ SPACES = sorted(path.name for path in SEARCH_SPACES.glob("*.yaml"))
 # Shrink any search to seconds; the data settings stay as shipped.
 TINY = ["budget.trials=2", "budget.max_concurrent=2", "training.epochs=2", "training.max_steps_per_epoch=2",
         "scheduler.grace_period=1", "budget.time_limit_minutes=null"]
+# The MAE's large and huge sizes take seconds a step and GiB of memory on a CPU.
+SMALL_SIZES_ONLY = {"mae_sizes.yaml": ["search.model.args.size.values=[tiny, small]"]}
 
 
 @pytest.mark.parametrize("name", SPACES)
@@ -32,7 +35,7 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SPACES)
 def test_tiny_real_search(ray_cluster, name: str, tmp_path: Path) -> None:
-    spec, path = load_spec(name, TINY)
+    spec, path = load_spec(name, TINY + SMALL_SIZES_ONLY.get(name, []))
     out = tmp_path / "out"
     prepare_output(spec, out, resume=False)
     summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
@@ -48,3 +51,22 @@ def test_tiny_real_search(ray_cluster, name: str, tmp_path: Path) -> None:
     assert (out / "best" / REPORT_FILE).exists() == has_report
     if has_report:
         assert json.loads((out / "best" / REPORT_FILE).read_text())
+
+
+@pytest.mark.slow
+def test_grid_searcher_runs_every_combination_once(ray_cluster, tmp_path: Path) -> None:
+    raw = yaml.safe_load((SEARCH_SPACES / "digits.yaml").read_text())
+    raw["search"] = {"model.args.width": {"type": "choice", "values": [8, 16]},  # 2 x 2 combinations
+                     "training.batch_size": {"type": "choice", "values": [16, 32]}}
+    raw["searcher"] = {"type": "grid"}
+    raw["scheduler"] = {"type": "none"}
+    raw["budget"] = {"trials": 1, "max_concurrent": 2}
+    raw["training"].update(epochs=1, max_steps_per_epoch=2)
+    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
+    out = tmp_path / "out"
+    prepare_output(spec, out, resume=False)
+    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    combinations = sorted((t["config"]["model.args.width"], t["config"]["training.batch_size"])
+                          for t in summary["trials"])
+    assert combinations == [(8, 16), (8, 32), (16, 16), (16, 32)]
+    assert all(t["status"] == "finished" for t in summary["trials"])

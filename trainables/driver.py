@@ -83,7 +83,7 @@ def make_trial_driver(spec: SearchSpec, gpus: bool, storage_path: str) -> Callab
             scaling_config=ScalingConfig(
                 num_workers=request.workers,
                 use_gpu=request.gpus_per_worker > 0,
-                resources_per_worker={"CPU": request.cpus_per_worker, "GPU": request.gpus_per_worker},
+                resources_per_worker=request.worker,
             ),
             run_config=train.RunConfig(
                 name=f"ddp-{tune.get_context().get_trial_id()}",

@@ -144,9 +144,9 @@ def dry_run_report(spec: SearchSpec, out_dir: Path, samples: int = 3) -> str:
             lines.append(f"{index}. " + ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()))
     lines += ["", "# Model parameters (counted on the meta device)"]
     lines += [f"{label}: {count / 1e6:.2f}M" for label, count in parameter_counts(spec)]
-    lines += ["", "# Resources per trial (GPU figures apply only where the cluster has GPUs)"]
-    lines += [f"{label}: {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU)"
-              for label, r in resource_table(spec)]
+    lines += ["", f"# Resources per trial where the cluster has GPUs (without GPUs: {spec.resources.workers} "
+                  f"worker(s) per trial, no GPU, the same CPUs and memory)"]
+    lines += [f"{label}: {r.workers} worker(s) x ({r.describe()})" for label, r in resource_table(spec)]
     lines += ["", f"Spec and data are valid. A real run writes to {out_dir}/"]
     return "\n".join(lines)
 

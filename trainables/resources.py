@@ -27,15 +27,31 @@ from trainables.spec import SearchSpec, SpecError
 DDP_DRIVER_BUNDLE = {"memory": 64 * 1024 * 1024}
 
 
+GIB = 2**30  # Ray counts its `memory` resource in bytes
+
+
 @dataclass(frozen=True)
 class TrialResources:
     workers: int
     cpus_per_worker: float
     gpus_per_worker: float
+    memory_gb: float = 0.0  # per worker; 0 = no reservation
+
+    @property
+    def worker(self) -> dict[str, float]:
+        """One worker's bundle, in Ray's units."""
+        bundle = {"CPU": self.cpus_per_worker, "GPU": self.gpus_per_worker}
+        if self.memory_gb:
+            bundle["memory"] = self.memory_gb * GIB
+        return bundle
 
     @property
     def total(self) -> dict[str, float]:
-        return {"CPU": self.workers * self.cpus_per_worker, "GPU": self.workers * self.gpus_per_worker}
+        return {name: self.workers * amount for name, amount in self.worker.items()}
+
+    def describe(self) -> str:
+        memory = f", {self.memory_gb:g} GiB" if self.memory_gb else ""
+        return f"{self.cpus_per_worker:g} CPU, {self.gpus_per_worker:g} GPU{memory}"
 
 
 def use_gpus(spec: SearchSpec, cluster: dict[str, float]) -> bool:
@@ -45,12 +61,22 @@ def use_gpus(spec: SearchSpec, cluster: dict[str, float]) -> bool:
 
 
 def trial_resources(spec: SearchSpec, sampled: dict[str, Any], gpus: bool) -> TrialResources:
+    """What one trial with these sampled values asks for.
+
+    Without GPUs a ``per_value`` entry's ``workers`` and ``gpus_per_worker`` are ignored: they
+    describe a GPU placement (DDP over several GPUs for a large model), and DDP over processes
+    sharing one machine's cores would only split the same cores. Its ``cpus_per_worker``
+    applies either way (a huge model on a laptop takes every core, and runs alone).
+    """
     res = spec.resources
     override = res.per_value.get(str(sampled.get(res.depends_on))) if res.depends_on else None
-    workers = (override and override.workers) or res.workers
     cpus = (override and override.cpus_per_worker) or res.cpus_per_worker
+    memory = (override and override.memory_gb) or res.memory_gb or 0.0
+    if not gpus:
+        return TrialResources(workers=res.workers, cpus_per_worker=cpus, gpus_per_worker=0.0, memory_gb=memory)
+    workers = (override and override.workers) or res.workers
     gpu_value = override.gpus_per_worker if override and override.gpus_per_worker is not None else res.gpus_per_worker
-    return TrialResources(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpu_value if gpus else 0.0)
+    return TrialResources(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpu_value, memory_gb=memory)
 
 
 def possible_resources(spec: SearchSpec, gpus: bool) -> list[TrialResources]:
@@ -70,25 +96,28 @@ def placement_for(spec: SearchSpec, gpus: bool) -> Callable[[dict[str, Any]], An
 
         request = trial_resources(spec, config, gpus)
         if request.workers == 1:
-            return PlacementGroupFactory([{"CPU": request.cpus_per_worker, "GPU": request.gpus_per_worker}])
+            return PlacementGroupFactory([request.worker])
         return PlacementGroupFactory([DDP_DRIVER_BUNDLE])
 
     return placement
 
 
 def max_concurrent_trials(spec: SearchSpec, cluster: dict[str, float], gpus: bool) -> int:
-    """What the cluster can run at once for the largest request (at least 1).
+    """How many trials may be live at once (at least 1).
 
-    With resources that follow a sampled value this is conservative: the cluster could hold
-    more of the small trials, but never more than this of the large ones.
+    A one-worker trial holds its own bundle, so a trial beyond what fits waits to be placed
+    and takes nothing: the cap is what fits of the smallest one-worker request (a huge
+    model's trial then waits for the room it needs while small ones run). A DDP trial's
+    driver holds only a token bundle while its TorchTrainer waits for workers, so a driver
+    beyond what fits would start and wait: DDP requests cap it at what fits of each.
     """
     if spec.budget.max_concurrent:
         return spec.budget.max_concurrent
-    fits = []
+    one_worker, ddp = [], []
     for request in possible_resources(spec, gpus):
         counts = [cluster.get(name, 0) / need for name, need in request.total.items() if need > 0]
-        fits.append(math.floor(min(counts)) if counts else 1)
-    return max(1, min(fits))
+        (one_worker if request.workers == 1 else ddp).append(math.floor(min(counts)) if counts else 1)
+    return max(1, min(([max(one_worker)] if one_worker else []) + ddp))
 
 
 @dataclass(frozen=True)
@@ -134,14 +163,21 @@ def plan_concurrency(spec: SearchSpec, present: dict[str, float], nodes: list[di
 def unsatisfiable(spec: SearchSpec, cluster_nodes: list[dict[str, float]], gpus: bool) -> str | None:
     """A reason no trial can ever start (a worker needs more than any node has), else None."""
     for request in possible_resources(spec, gpus):
-        worker = {"CPU": request.cpus_per_worker, "GPU": request.gpus_per_worker}
+        worker = request.worker
         if not any(all(node.get(k, 0) >= v for k, v in worker.items() if v > 0) for node in cluster_nodes):
             biggest = max(cluster_nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-            return (f"a worker needs {request.cpus_per_worker:g} CPU and {request.gpus_per_worker:g} GPU, "
-                    f"but the largest node has {biggest.get('CPU', 0):g} CPU and {biggest.get('GPU', 0):g} GPU")
+            return f"a worker needs {_amounts(worker)}, but the largest node has {_amounts(biggest, worker)}"
         total = request.total
         cluster_total = {k: sum(n.get(k, 0) for n in cluster_nodes) for k in total}
         if any(cluster_total[k] < v for k, v in total.items() if v > 0):
-            return (f"a trial needs {total['CPU']:g} CPU and {total['GPU']:g} GPU in all, "
-                    f"but the cluster has {cluster_total['CPU']:g} CPU and {cluster_total['GPU']:g} GPU")
+            return f"a trial needs {_amounts(total)} in all, but the cluster has {_amounts(cluster_total, total)}"
     return None
+
+
+def _amounts(resources: dict[str, float], like: dict[str, float] | None = None) -> str:
+    """'2 CPU and 1 GPU' (and GiB of memory where ``like`` asks for memory)."""
+    names = like or resources
+    text = f"{resources.get('CPU', 0):g} CPU and {resources.get('GPU', 0):g} GPU"
+    if names.get("memory"):
+        text += f" and {resources.get('memory', 0) / GIB:.3g} GiB of memory"
+    return text

@@ -10,7 +10,8 @@ here instead of 1.6x (bench/RESULTS.md).
 So Tune keeps every checkpoint (``num_to_keep=None``: snapshots on its own timer) and this
 callback deletes a checkpoint once it is neither its trial's latest nor its best *and* the
 newest restorable snapshot was taken after that happened: a resume after ``kill -9`` always
-finds the checkpoints its snapshot names.
+finds the checkpoints its snapshot names. When the search ends, a trial that will not train
+again keeps only its best.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from trainables.snapshots import SnapshotBackup
 
@@ -62,6 +64,15 @@ class CheckpointRetention(Callback):
         # Tune wrote its final snapshot (and waited for it) just before this call.
         self.snapshots.check_now()
         self.on_step_end(iteration=-1, trials=trials)
+        # A trial that ended (finished, stopped early, cut by the time limit) never trains
+        # again, even when the search is resumed, so its latest checkpoint is only worth
+        # keeping if it is also its best (a large model's is GiBs). A failed trial keeps it:
+        # `--resume` retries it from there.
+        for trial in trials:
+            kept = self._kept.get(trial.trial_id)
+            if trial.status == Trial.TERMINATED and kept and kept.latest is not kept.best and kept.best is not None:
+                _delete(kept.latest)
+                kept.latest = None
 
     def _better(self, score: Any, best: float | None) -> bool:
         if not isinstance(score, (int, float)) or not math.isfinite(score):

@@ -52,7 +52,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.snapshots import SnapshotBackup, repair
     from trainables.summary import (TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials,
                                     write_experiment_summary, write_summary)
-    from trainables.tracking import SearchTracker, local_tracking_uri, ui_command
+    from trainables.tracking import SEARCH_KEY, SearchTracker, local_tracking_uri, ui_command
 
     dashboard_url, started_here = connect(options.address)
     try:
@@ -67,7 +67,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         tracker = SearchTracker(tracking_uri, spec.experiment, out_dir)
         tracker.start(f"{spec.experiment} {time.strftime('%Y-%m-%d %H:%M:%S')}", spec.model_dump(mode="json"),
                       out_dir / SPEC_FILE)
-        echo(f"MLflow: tracking URI {tracking_uri} (parent run {tracker.parent_run_id or 'pending'})\n"
+        parent = tracker.writer.run_id_if_created(SEARCH_KEY) or "being created"
+        echo(f"MLflow: tracking URI {tracking_uri} (parent run {parent})\n"
              f"  open its UI with: {ui_command(tracking_uri, out_dir)}")
 
         if spec.searcher.type == "optuna" and not spec.experiments:

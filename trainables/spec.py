@@ -98,12 +98,16 @@ class ResourceOverride(_Section):
     workers: PositiveInt | None = None
     cpus_per_worker: PositiveFloat | None = None
     gpus_per_worker: NonNegativeFloat | None = None
+    memory_gb: PositiveFloat | None = None
 
 
 class ResourcesSpec(_Section):
     workers: PositiveInt = 1  # > 1 trains the trial with DDP under Ray Train's TorchTrainer
     cpus_per_worker: PositiveFloat = 1.0
     gpus_per_worker: NonNegativeFloat = 1.0  # fractions share a GPU; used only when use_gpu allows
+    # Host memory Ray reserves per worker (its `memory` resource), so that two trials of a
+    # model that needs most of a node's memory never run on it together; None = no reservation.
+    memory_gb: PositiveFloat | None = None
     use_gpu: Literal["auto", "yes", "no"] = "auto"  # auto: use GPUs when the cluster has any
     depends_on: str | None = None  # a searched path with choice/grid values, e.g. model.args.size
     per_value: dict[str, ResourceOverride] = {}  # value of depends_on -> overrides (others ignored)

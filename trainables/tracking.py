@@ -76,7 +76,9 @@ class RunWriter:
         self.tracking_uri = tracking_uri
         self.out_dir = out_dir
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri)
+        # Made by the writer thread on its first write: opening a new SQLite store (MLflow
+        # runs its schema migrations) takes about 2 s that the search need not wait for.
+        self._client: MlflowClient | None = None
         self._state_path = out_dir / STATE_FILE
         self._journal_path = out_dir / JOURNAL_FILE
         state = json.loads(self._state_path.read_text()) if self._state_path.exists() else {}
@@ -89,6 +91,12 @@ class RunWriter:
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._write_in_order, name="mlflow-writer", daemon=True).start()
         atexit.register(self.flush)  # a driver that ends without finish() still sends its writes
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
 
     def flush(self) -> None:
         """Wait until every write submitted so far is applied (or journaled)."""
@@ -106,6 +114,10 @@ class RunWriter:
 
     def run_id(self, key: str) -> str | None:
         self.flush()
+        return self._runs.get(key)
+
+    def run_id_if_created(self, key: str) -> str | None:
+        """The run's id if the writer thread has created it already; never waits."""
         return self._runs.get(key)
 
     def has_run(self, key: str) -> bool:
