@@ -72,8 +72,8 @@ def test_each_ended_trial_keeps_only_its_best_checkpoint(finished_search) -> Non
     summary, out, _ = finished_search
     for trial in summary["trials"]:
         kept = {p.name for p in (out / "tune" / f"trial_{trial['trial_id']}").glob("checkpoint_*")}
-        # One checkpoint per epoch, numbered from 0. While a trial ran it kept its best and its
-        # latest (tests/test_resume.py); once it ended (finished or stopped early), its best.
+        # One checkpoint per epoch, numbered from 0. While a trial ran Tune kept its best and
+        # its latest; once the search ended, a finished or early-stopped trial keeps its best.
         assert kept == {f"checkpoint_{trial['best_epoch'] - 1:06d}"}, trial["trial_id"]
         assert Path(trial["checkpoint"]).name == f"checkpoint_{trial['best_epoch'] - 1:06d}"
 

@@ -47,7 +47,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.driver import make_trial_driver
     from trainables.metrics import SearchMetrics
     from trainables.resources import placement_for, plan_concurrency
-    from trainables.retention import CheckpointRetention
+    from trainables.retention import keep_only_best_checkpoints
     from trainables.searcher import build_scheduler, build_searcher, param_space, study_storage_url
     from trainables.snapshots import SnapshotBackup, repair
     from trainables.summary import (TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials,
@@ -83,7 +83,6 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 echo(f"  {name} was cut short when the search was killed; using its last complete copy.")
             tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
         else:
-            snapshots = SnapshotBackup(experiment_dir)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(spec),
@@ -105,14 +104,14 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                     storage_path=str(out_dir),
                     # Tune's result files (read back into its results); no TensorBoard files:
                     # see _without_tensorboard_logger.
-                    callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), tracker.trial_callback(), snapshots,
-                               CheckpointRetention(spec.metric, spec.mode, snapshots),
+                    callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), tracker.trial_callback(),
+                               SnapshotBackup(experiment_dir),
                                SearchMetrics(spec.experiment, spec.metric, spec.mode), *options.callbacks],
-                    # Every checkpoint is kept as far as Tune knows; CheckpointRetention deletes
-                    # all but each trial's best and latest (num_to_keep would make Tune snapshot
-                    # the whole search after every checkpoint: see trainables/retention.py).
+                    # Tune keeps each trial's best checkpoint and its latest. It then snapshots the
+                    # whole search after every checkpoint, so that a resume after kill -9 always
+                    # continues from the last epoch: see bench/RESULTS.md for what that costs.
                     checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=None, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
+                        num_to_keep=1, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
                     ),
                     failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
                     verbose=options.verbose,
@@ -124,6 +123,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
             results = tuner.fit()
 
         trials = summarize_trials(results, spec.metric, spec.mode)
+        keep_only_best_checkpoints(trials, experiment_dir)
         best = pick_best(trials, spec.mode)
         if spec.experiments:
             echo(f"Experiment matrix: {write_experiment_summary(out_dir, trials, spec)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,16 @@ def build_searcher(spec: SearchSpec, out_dir: Path, max_concurrent: int | None =
     return BasicVariantGenerator(random_state=spec.searcher.seed, max_concurrent=max_concurrent or 0)
 
 
-def _study_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except sqlalchemy.exc.IntegrityError:
-        # Another process (optuna-dashboard opened on the new URL) created the schema at the
-        # same moment; it exists now, so a second attempt only connects.
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+def _study_storage(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Another process (optuna-dashboard opened on the new URL) is creating the schema
+            # at the same moment ("table ... already exists", a UNIQUE constraint on the
+            # schema version, "database is locked"); once it is done, connecting succeeds.
+            time.sleep(0.2 * attempt)
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)  # the last try raises what it meets
 
 
 def build_scheduler(spec: SearchSpec) -> TrialScheduler:

@@ -1,12 +1,10 @@
 """Keep Tune's last complete experiment snapshot, so a kill mid-write cannot strand a search.
 
-Tune rewrites its experiment state in place (no write-then-rename); a `kill -9` landing in
-that write leaves a truncated `experiment_state-*.json` and `Tuner.restore` fails on it
-(seen here in about one kill in six, when Tune snapshotted at every checkpoint). A Tune
-callback copies each snapshot aside once it reads back whole, and ``repair`` puts the copy
-back before a resume when the original is damaged. The callback also tells which controller
-iteration the newest restorable snapshot was taken at: ``retention`` deletes a superseded
-checkpoint only once that snapshot no longer refers to it.
+Tune rewrites its experiment state in place (no write-then-rename), and with one kept
+checkpoint per trial it snapshots at every checkpoint; a `kill -9` landing in that write
+leaves a truncated `experiment_state-*.json` and `Tuner.restore` fails on it (seen here in
+about one kill in six). A Tune callback copies each snapshot aside once it reads back whole,
+and ``repair`` puts the copy back before a resume when the original is damaged.
 """
 
 from __future__ import annotations
@@ -29,34 +27,23 @@ class SnapshotBackup(Callback):
 
     def __init__(self, experiment_dir: Path) -> None:
         self.experiment_dir = experiment_dir
-        # Tune's controller iteration at which the newest backed-up experiment state was
-        # taken (it holds every trial's checkpoints as of then); -1 before the first one.
-        self.iteration = -1
         self._seen: dict[str, float] = {}
         self._last_check = 0.0
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.monotonic() - self._last_check >= CHECK_EVERY_S:
-            self.check_now()
-
-    def check_now(self) -> None:
+        if time.monotonic() - self._last_check < CHECK_EVERY_S:
+            return
         self._last_check = time.monotonic()
         backup = self.experiment_dir / BACKUP_DIR
         for pattern in PATTERNS:
             for path in self.experiment_dir.glob(pattern):
                 mtime = path.stat().st_mtime
-                if self._seen.get(path.name) == mtime:
-                    continue
-                content = _read_whole(path)
-                if content is None:
+                if self._seen.get(path.name) == mtime or not _complete(path):
                     continue
                 backup.mkdir(exist_ok=True)
                 shutil.copy2(path, backup / f".{path.name}.tmp")
                 (backup / f".{path.name}.tmp").replace(backup / path.name)
                 self._seen[path.name] = mtime
-                if isinstance(content, dict):  # experiment_state-*.json
-                    taken_at = content.get("runner_data", {}).get("_iteration", -1)
-                    self.iteration = max(self.iteration, taken_at)
 
 
 def repair(experiment_dir: Path) -> list[str]:
@@ -65,21 +52,21 @@ def repair(experiment_dir: Path) -> list[str]:
     for pattern in PATTERNS:
         for path in experiment_dir.glob(pattern):
             copy = experiment_dir / BACKUP_DIR / path.name
-            if _read_whole(path) is None and copy.exists():
+            if not _complete(path) and copy.exists():
                 shutil.copy2(copy, path)
                 replaced.append(path.name)
     return replaced
 
 
-def _read_whole(path: Path) -> Any:
-    """The file's content (parsed, for JSON) if it is complete, else None."""
+def _complete(path: Path) -> bool:
     try:
         data = path.read_bytes()
     except OSError:
-        return None
+        return False
     if path.suffix == ".json":
         try:
-            return json.loads(data)
+            json.loads(data)
         except ValueError:
-            return None
-    return data or None
+            return False
+        return True
+    return len(data) > 0
