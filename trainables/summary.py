@@ -162,8 +162,7 @@ def _best_row_with_checkpoint(result: Any, rows: list[dict[str, Any]], metric: s
         return None, None
     best_value = (min if mode == "min" else max)(r[metric] for r in rows)
     tied = [r for r in rows if r[metric] == best_value]
-    # Tune lists every checkpoint it registered; CheckpointRetention deleted all but each
-    # trial's best and latest.
+    # Only checkpoints still on disk count (a resumed search's list may name deleted ones).
     kept = {metrics.get("epoch"): checkpoint.path for checkpoint, metrics in result.best_checkpoints or []
             if _exists(checkpoint)}
     for row in tied:
