@@ -12,9 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainables.folder_lock import FolderBusyError
+from trainables.record import SEARCH_INTERRUPTED
 from trainables.spec import SpecError, load_spec
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,7 +62,7 @@ def report(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="launch.py report", description=report.__doc__)
     parser.add_argument("out", type=Path, help="the output folder of a search")
     out = parser.parse_args(argv).out
-    from trainables.preflight import SUMMARY_FILE
+    from trainables.folder_lock import is_running
     from trainables.report import HTML_FILE, NotASearchError, write_report
     from trainables.tracking import log_report_folder
 
@@ -70,7 +73,7 @@ def report(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     print(f"Report: {folder / HTML_FILE}")
     # A running search logs its own report when it ends; a second MLflow writer now would race it.
-    if (out / SUMMARY_FILE).exists() and log_report_folder(out, folder):
+    if not is_running(out) and log_report_folder(out, folder):
         print("Logged to the search's MLflow parent run (artifacts under report/).")
     return 0
 
@@ -84,28 +87,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         spec, spec_path = load_spec(args.space, args.overrides)
-        where = spec_path.name
         from trainables import preflight
 
-        preflight.check_data_and_model(spec, where)
         out_dir = args.out or preflight.default_out_dir(spec)
         if args.dry_run:
+            preflight.check_data_and_model(spec, spec_path.name)
             print(preflight.dry_run_report(spec, out_dir))
             return 0
-        resumed = preflight.prepare_output(spec, out_dir, args.resume)
-        if not resumed:
-            preflight.write_split_manifest(spec, out_dir)
-        from trainables.search import SearchOptions, run_search
+        from trainables.search import SearchOptions, launch_search
 
-        options = SearchOptions(out_dir=out_dir, mlflow_uri=args.mlflow_uri, address=args.address, resumed=resumed,
-                                verbose=0 if args.quiet else 1)
-        try:
-            summary = run_search(spec, options)
-        except SpecError as exc:  # found against the cluster (resources no node has): name the file too
-            raise SpecError(f"{where}: {exc}") from None
-    except SpecError as exc:
+        options = SearchOptions(out_dir=out_dir, mlflow_uri=args.mlflow_uri, address=args.address,
+                                resume=args.resume, verbose=0 if args.quiet else 1)
+        summary = launch_search(spec, options, where=spec_path.name)
+    except (SpecError, FolderBusyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if summary["state"] == SEARCH_INTERRUPTED:
+        return EXIT_INTERRUPTED
     return 0 if summary["best"] is not None else 1
 
 

@@ -7,25 +7,22 @@ state, epoch, metrics) and ``config.yaml`` (the resolved spec the trial ran). Lo
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import shutil
-import tempfile
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 
 from data import build_splits
 from models import create_model
+from trainables.outputs import (CHECKPOINT_CONFIG_FILE, CHECKPOINT_STATE_FILE, MODEL_REPORT_FILE,
+                                checkpoint_name)
 from trainables.spec import SearchSpec
 
-STATE_FILE = "checkpoint.pt"
-CONFIG_FILE = "config.yaml"
-REPORT_FILE = "report.json"  # the best model's own report on its validation split
+STATE_FILE, CONFIG_FILE, REPORT_FILE = CHECKPOINT_STATE_FILE, CHECKPOINT_CONFIG_FILE, MODEL_REPORT_FILE
 
 
 def config_text(config: dict[str, Any]) -> str:
@@ -34,50 +31,46 @@ def config_text(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def save_checkpoint(folder: Path, state: dict[str, Any], config: str) -> Path:
-    """Write ``state`` and the ``config_text`` of the trial's spec to ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(state, folder / STATE_FILE)
-    (folder / CONFIG_FILE).write_text(config)
-    return folder
+def save_checkpoint(trial_folder: Path, epoch: int, state: dict[str, Any], config: str,
+                    extra: Callable[[Path], None] | None = None) -> Path:
+    """Write one epoch's checkpoint into the trial's folder of the output folder.
 
-
-STAGING_PREFIX = "hpsearch-ckpt-"
-
-
-def staging_folder() -> Path:
-    """An empty folder, one per process, where a checkpoint is written before Ray copies it.
-
-    Tune may abandon a stopped trial's thread inside ``report`` and workers may be killed,
-    so a temporary folder per checkpoint would leak (tens of MB each). One folder per
-    process, emptied before each use, bounds that; folders of processes that are gone are
-    removed too (once per process: scanning the temp folder at every epoch costs more than the
-    checkpoint of a small model).
+    Written beside its final name and renamed, so a checkpoint folder is always whole: a kill
+    mid-write leaves only a ``.tmp`` folder, removed by the trial's next save.
     """
-    root = Path(tempfile.gettempdir())
-    _remove_stale_staging_folders(root, os.getpid())
-    folder = root / f"{STAGING_PREFIX}{os.getpid()}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    return folder
+    final = trial_folder / checkpoint_name(epoch)
+    tmp = trial_folder / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(state, tmp / STATE_FILE)
+    (tmp / CONFIG_FILE).write_text(config)
+    if extra is not None:  # more files that belong with the epoch (its validation figures)
+        extra(tmp)
+    shutil.rmtree(final, ignore_errors=True)  # an unrecorded copy of this epoch from a killed run
+    tmp.rename(final)
+    return final
 
 
-@functools.cache
-def _remove_stale_staging_folders(root: Path, pid: int) -> None:
-    for stale in root.glob(f"{STAGING_PREFIX}*"):
-        owner = stale.name.removeprefix(STAGING_PREFIX)
-        if owner.isdigit() and int(owner) != pid and not _process_exists(int(owner)):
-            shutil.rmtree(stale, ignore_errors=True)
+# What a checkpoint keeps once its trial will not train again: what loading and fine-tuning
+# need (the weights, and what they scored), not the optimizer state that doubles an AdamW
+# checkpoint's size twice over.
+FINAL_STATE_KEYS = ("model", "epoch", "metrics", "best_value")
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
+def slim_checkpoint(folder: Path) -> None:
+    """Drop the training state of a checkpoint whose trial has ended (rewritten in place, atomically)."""
+    state = load_state(folder)
+    if set(state) <= set(FINAL_STATE_KEYS):
+        return
+    tmp = folder / f".{STATE_FILE}.tmp"
+    torch.save({k: state[k] for k in FINAL_STATE_KEYS if k in state}, tmp)
+    tmp.replace(folder / STATE_FILE)
+
+
+def latest_checkpoint(trial_folder: Path) -> Path | None:
+    """The trial's newest whole checkpoint, or None for a trial starting afresh."""
+    found = sorted(p for p in trial_folder.glob("epoch_*") if p.is_dir() and (p / STATE_FILE).exists())
+    return found[-1] if found else None
 
 
 def load_state(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

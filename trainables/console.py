@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from trainables.record import FAILED, SearchRecord
 from trainables.spec import EXPERIMENT_KEY, SearchSpec
-from trainables.summary import TrialSummary
 
 
 def ray_banner(url: str | None, cluster: dict[str, float], concurrency: int, gpus: bool) -> str:
@@ -36,30 +36,41 @@ def progress_reporter(spec: SearchSpec) -> Any:
     )
 
 
-def print_trials(trials: list[TrialSummary], best: TrialSummary | None, spec: SearchSpec, seconds: float,
-                 summary_path: Path, best_dir: Path | None) -> str:
+def print_trials(record: SearchRecord, spec: SearchSpec, seconds: float, summary_path: Path,
+                 best_dir: Path | None, live: bool = False) -> str:
     """The end-of-search table (as text, so tests and logs get exactly what the user saw)."""
+    from trainables.summary import trial_entry
+
     params = search_columns(spec)
-    table = Table(title=f"{spec.experiment}: {len(trials)} trials in {seconds / 60:.1f} min "
+    best = record.best_trial()
+    table = Table(title=f"{spec.experiment}: {len(record.trials)} trials in {seconds / 60:.1f} min "
                         f"({spec.metric}, {spec.mode})")
     for column in ["trial", "status", "epochs", f"best {spec.metric}", "at epoch", *[_short_name(p) for p in params]]:
         table.add_column(column, overflow="fold")
-    for trial in trials:
+    for trial in sorted(record.trials.values(), key=lambda t: t.trial_id):
+        entry = trial_entry(record, trial, live)
         marker = " *" if best is not None and trial.trial_id == best.trial_id else ""
+        status = entry["status"]
+        if status == FAILED:
+            status = f"failed: {trial.reason[:60]}"
+        elif trial.rung is not None:
+            status = f"{status} (rung {trial.rung})"
         table.add_row(
             trial.trial_id + marker,
-            trial.status if trial.status != "failed" else f"failed: {trial.reason[:60]}",
-            str(trial.epochs),
-            "-" if trial.best_value is None else f"{trial.best_value:.5g}",
-            "-" if trial.best_epoch is None else str(trial.best_epoch),
+            status,
+            str(entry["epochs"]),
+            "-" if entry["best_value"] is None else f"{entry['best_value']:.5g}",
+            "-" if entry["best_epoch"] is None else str(entry["best_epoch"]),
             *[_short(trial.config.get(p)) for p in params],
         )
     buffer = io.StringIO()
     console = Console(file=buffer, width=160, force_terminal=False)
     console.print(table)
     if best is not None:
-        console.print(f"Best trial: {best.trial_id}  {spec.metric}={best.best_value:.5g} at epoch {best.best_epoch}")
-        console.print(f"Best checkpoint: {best_dir}  (load it with trainables.load_model({str(best_dir)!r}))")
+        console.print(f"Best trial: {best.trial_id}  {spec.metric}={best.best_value(record.objective):.5g} "
+                      f"at epoch {best.best_epoch(record.objective)}")
+        if best_dir is not None:
+            console.print(f"Best checkpoint: {best_dir}  (load it with trainables.load_model({str(best_dir)!r}))")
     else:
         console.print("No trial produced a checkpoint: see the failures above.")
     console.print(f"Summary: {summary_path}")

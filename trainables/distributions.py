@@ -1,7 +1,8 @@
 """The search distributions a YAML file can name, as small self-checking data classes.
 
 Each class validates itself on construction (like Optuna's ``distributions.py``) and knows
-how to become a Ray Tune domain; that conversion happens here and nowhere else.
+how to become an Optuna distribution (every searcher asks Optuna; see trainables/searcher.py)
+and a Ray Tune domain (the dry run's samples); those conversions happen here and nowhere else.
 
 YAML form (``search:`` maps a dotted path to one of these)::
 
@@ -32,6 +33,21 @@ class _Distribution(BaseModel, ABC):
     def to_tune(self) -> Any:
         """The equivalent Ray Tune domain (imported lazily: specs load without Ray)."""
 
+    @abstractmethod
+    def to_optuna(self) -> Any:
+        """The equivalent Optuna distribution (categorical values as Optuna's scalars)."""
+
+    def from_optuna(self, value: Any) -> Any:
+        """A value Optuna sampled, as the spec's value (categoricals map back to theirs)."""
+        return value
+
+
+def optuna_scalar(value: Any) -> Any:
+    """Optuna's categorical values are scalars; a list or mapping value stands as its JSON."""
+    import json
+
+    return value if value is None or isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True)
+
 
 def _check_low_below_high(low: float, high: float) -> None:
     if not low < high:
@@ -56,6 +72,11 @@ class Uniform(_Distribution):
 
         return tune.uniform(self.low, self.high)
 
+    def to_optuna(self) -> Any:
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(self.low, self.high)
+
 
 class LogUniform(_Distribution):
     type: Literal["loguniform"]
@@ -76,6 +97,11 @@ class LogUniform(_Distribution):
         from ray import tune
 
         return tune.loguniform(self.low, self.high)
+
+    def to_optuna(self) -> Any:
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(self.low, self.high, log=True)
 
 
 class IntRange(_Distribution):
@@ -111,6 +137,11 @@ class IntRange(_Distribution):
             return tune.lograndint(self.low, self.high + 1)
         return tune.randint(self.low, self.high + 1)
 
+    def to_optuna(self) -> Any:
+        from optuna.distributions import IntDistribution
+
+        return IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
 
 class Choice(_Distribution):
     type: Literal["choice"]
@@ -123,6 +154,14 @@ class Choice(_Distribution):
         from ray import tune
 
         return tune.choice(self.values)
+
+    def to_optuna(self) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution([optuna_scalar(v) for v in self.values])
+
+    def from_optuna(self, value: Any) -> Any:
+        return self.values[[optuna_scalar(v) for v in self.values].index(value)]
 
 
 class Grid(_Distribution):
@@ -138,6 +177,14 @@ class Grid(_Distribution):
         from ray import tune
 
         return tune.grid_search(self.values)
+
+    def to_optuna(self) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution([optuna_scalar(v) for v in self.values])
+
+    def from_optuna(self, value: Any) -> Any:
+        return self.values[[optuna_scalar(v) for v in self.values].index(value)]
 
 
 Distribution = Annotated[

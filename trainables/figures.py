@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from trainables.outputs import FIGURES_DIR
 from trainables.spec import TrainingSpec
 
-FIGURES_DIR = "figures"
 FIGURE_SAMPLES = 4  # samples drawn when the model does not ask for more (attribute `figure_samples`)
 FIGURE_SEED = 1234  # the same masks (MAE) at every epoch, so figures of one trial compare
 
@@ -65,19 +65,3 @@ def write_best_figures(folder: Path) -> list[Path]:
     with torch.no_grad():
         return save_validation_figures(load_model(folder), build_splits(spec.data).val, folder / FIGURES_DIR,
                                        torch.device("cpu"))
-
-
-def copy_checkpoint_figures(checkpoint_path: str, target: Path) -> Path | None:
-    """Copy ``figures/`` of a reported checkpoint (a local folder or a storage URI) to ``target``;
-    None when that checkpoint has no figures."""
-    import pyarrow.fs
-    from ray.train import Checkpoint
-
-    checkpoint = Checkpoint(checkpoint_path)  # resolves the file system of a path or URI
-    source = f"{checkpoint.path}/{FIGURES_DIR}"
-    if checkpoint.filesystem.get_file_info(source).type != pyarrow.fs.FileType.Directory:
-        return None
-    target.mkdir(parents=True, exist_ok=True)
-    pyarrow.fs.copy_files(source, str(target), source_filesystem=checkpoint.filesystem,
-                          destination_filesystem=pyarrow.fs.LocalFileSystem())
-    return target

@@ -22,8 +22,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from data import build_splits
 from models import create_model
-from trainables.checkpoints import config_text, save_checkpoint, staging_folder
-from trainables.figures import FIGURES_DIR, figures_due, save_validation_figures
+from trainables.checkpoints import CONFIG_FILE, config_text, latest_checkpoint, load_state, save_checkpoint
+from trainables.figures import figures_due, save_validation_figures
+from trainables.objective import Objective
+from trainables.record import TRIAL_SECONDS
+from trainables.outputs import FIGURES_DIR
 from trainables.spec import SearchSpec, TrainingSpec, import_user_modules
 
 # Fixed seed for validation masking/noise: the same weights give the same validation score,
@@ -37,9 +40,7 @@ class Session(Protocol):
     rank: int
     world_size: int
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
-
-    def restored_state(self, map_location: torch.device) -> dict[str, Any] | None: ...
+    def report(self, metrics: dict[str, Any]) -> None: ...
 
     def stop_requested(self) -> bool: ...
 
@@ -56,8 +57,15 @@ class EpochResult:
     seconds: float
 
 
-def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
-    """Train ``spec`` to its epoch budget (or until stopped), reporting once per epoch."""
+def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: float = 1.0) -> None:
+    """Train ``spec`` to its epoch budget (or until stopped), reporting once per epoch.
+
+    Rank 0 writes each epoch's checkpoint into ``trial_folder`` (in the output folder) before
+    reporting it. A trial that finds a checkpoint there (a retry after a crash, a DDP worker
+    group restarted, a search continued after Ctrl-C or a kill) continues from the newest one,
+    and first reports that epoch again: the search's record keeps an epoch once, so a report
+    lost with a killed launcher is recorded now, and one recorded before is ignored.
+    """
     import_user_modules(spec)
     cfg = spec.training
     torch.manual_seed(cfg.seed + session.rank)
@@ -78,8 +86,10 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
-    start_epoch, best_value, epochs_since_best = 1, None, 0
-    state = session.restored_state(device)
+    objective = Objective(spec.metric, spec.mode)
+    stored_config = config_text(spec.model_dump(mode="json"))
+    start_epoch, best_value, epochs_since_best, trial_seconds = 1, None, 0, 0.0
+    state = _restored_state(trial_folder, stored_config, device)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -87,11 +97,14 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
         best_value, epochs_since_best = state["best_value"], state["epochs_since_best"]
+        trial_seconds = state["metrics"][TRIAL_SECONDS]
+        session.report(state["metrics"])
+        if state["metrics"]["finished"]:
+            return
 
     metric = spec.metric
-    sign = 1.0 if spec.mode == "min" else -1.0
-    stored_config = config_text(spec.model_dump(mode="json"))
     for epoch in range(start_epoch, cfg.epochs + 1):
+        epoch_start = time.perf_counter()
         train_loader.sampler.set_epoch(epoch)
         if hasattr(model, "on_epoch_start"):
             # Optional hook: schedules the model owns (unfreezing a backbone after k epochs, say).
@@ -103,7 +116,8 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
             # Not an error to retry: the same weights diverge again. The trial ends as failed
             # (NaN metric, no checkpoint) and the search goes on.
             session.report({metric: float("nan"), "epoch": epoch, "finished": True, "failed": True,
-                            "stop_reason": str(exc), "resumed_from_epoch": start_epoch - 1}, None)
+                            "stop_reason": str(exc), "resumed_from_epoch": start_epoch - 1,
+                            "checkpointed": False, TRIAL_SECONDS: trial_seconds})
             return
         if result is None:  # the scheduler stopped this trial mid-epoch
             return
@@ -113,7 +127,7 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
             raise KeyError(f"metric {metric!r} is not reported by model {spec.model.name!r}; "
                            f"reported: {', '.join(sorted(metrics))}")
         value = metrics[metric]
-        if best_value is None or sign * value < sign * best_value:
+        if objective.better(value, best_value):
             best_value, epochs_since_best = value, 0
         else:
             epochs_since_best += 1
@@ -132,7 +146,10 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
             failed=False,
             # 0 for a fresh start; the checkpoint's epoch when a retry or resume continued from one.
             resumed_from_epoch=start_epoch - 1,
+            checkpointed=session.rank == 0,
         )
+        trial_seconds += time.perf_counter() - epoch_start
+        metrics[TRIAL_SECONDS] = trial_seconds
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -143,14 +160,26 @@ def train_loop(spec: SearchSpec, session: Session, cpus: float = 1.0) -> None:
             "best_value": best_value,
             "epochs_since_best": epochs_since_best,
         }
-        checkpoint_dir = None
         if session.rank == 0:
-            checkpoint_dir = save_checkpoint(staging_folder(), state, stored_config)
+            figures = None
             if figures_due(cfg, epoch, finished):  # in the checkpoint, so they reach best/ with it
-                save_validation_figures(model, val_loader.dataset, checkpoint_dir / FIGURES_DIR, device)
-        session.report(metrics, checkpoint_dir)
+                def figures(folder: Path) -> None:
+                    save_validation_figures(model, val_loader.dataset, folder / FIGURES_DIR, device)
+            save_checkpoint(trial_folder, epoch, state, stored_config, figures)
+        session.report(metrics)
         if finished:
             return
+
+
+def _restored_state(trial_folder: Path, stored_config: str, device: torch.device) -> dict[str, Any] | None:
+    """The newest checkpoint of this trial, checked to be this configuration's."""
+    folder = latest_checkpoint(trial_folder)
+    if folder is None:
+        return None
+    if (folder / CONFIG_FILE).read_text() != stored_config:
+        raise RuntimeError(f"{folder}: was written by another configuration than this trial's; "
+                           f"a trial id must never name two configurations")
+    return load_state(folder, map_location=device)
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:

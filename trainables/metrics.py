@@ -1,15 +1,14 @@
 """The search's own metrics, exported through Ray's metrics API next to the cluster's.
 
-A Tune callback on the driver keeps them: trials running, trials ended (finished, stopped
-early by ASHA, failed), the best value so far and trials ended per hour, each tagged with
-the experiment name. Ray's metrics agent on the driver's node serves them to Prometheus
-(``ray start --metrics-export-port``) with the prefix ``ray_``:
-``ray_hpsearch_trials{experiment="mae_sizes",state="stopped early"}`` (states: running,
-finished, stopped early, failed), ``ray_hpsearch_best_value`` and ``ray_hpsearch_trials_per_hour``;
-the dashboard's Metrics page shows them through Grafana. The counts are gauges set to the
-search's own totals, so every state's series exists from the start, at 0.
-
-Counts start at zero in each driver process: a resumed search counts the trials it ends.
+A projection of the search's record, kept on the driver: trials running, trials ended by
+status (the record's words: finished, stopped early, failed), the best value so far and
+trials ended per hour, each tagged with the experiment name. Ray's metrics agent on the
+driver's node serves them to Prometheus (``ray start --metrics-export-port``) with the prefix
+``ray_``: ``ray_hpsearch_trials{experiment="mae_sizes",state="stopped early"}``,
+``ray_hpsearch_best_value`` and ``ray_hpsearch_trials_per_hour``; the dashboard's Metrics page
+shows them through Grafana. The counts are gauges set to the record's totals (a continued
+search counts the trials its earlier launches ended), so every state's series exists from
+the start.
 """
 
 from __future__ import annotations
@@ -19,28 +18,31 @@ from typing import Any
 
 from ray.tune import Callback
 
-RUNNING, FINISHED, STOPPED_EARLY, FAILED = "running", "finished", "stopped early", "failed"  # as in summary.json
+from trainables.record import ENDED, RUNNING, RecordListener, SearchRecord, TrialRecord
+
 REPUBLISH_S = 5.0  # seconds between re-recordings of unchanged gauges
 
 
-class SearchMetrics(Callback):
-    """Tune callback (runs in the driver) that sets the search's Ray metrics."""
+class SearchMetrics(RecordListener, Callback):
+    """Sets the search's Ray metrics from the record (its events, and Tune's steps for the
+    periodic re-recording Ray needs to keep exporting a gauge)."""
 
-    def __init__(self, experiment: str, metric: str, mode: str) -> None:
-        self.experiment = experiment
-        self.metric = metric
-        self.mode = mode
-        self._best: float | None = None
-        self._ended = {FINISHED: 0, STOPPED_EARLY: 0, FAILED: 0}
-        self._running = -1  # none set yet
+    def __init__(self, record: SearchRecord, experiment: str) -> None:
+        self.record = record
+        self.experiment_tags = {"experiment": experiment}
         self._started = time.monotonic()
-        self._instruments: dict[str, Any] | None = None
         self._published = 0.0
+        self._instruments: dict[str, Any] | None = None
+        # Kept up to date event by event: a step costs the same at the 1,000th trial.
+        self._counts = {state: 0 for state in (RUNNING, *ENDED)}
+        for trial in record.trials.values():
+            self._counts[trial.status] += 1
+        self._seen = set(record.trials)
+        best = record.best_trial()
+        self._best = None if best is None else best.best_value(record.objective)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks with the experiment; Ray's metric objects stay behind
-        # and are made again on first use.
-        return {**self.__dict__, "_instruments": None}
+        return {}  # pickled by Tune into tuner.pkl, never read back (see searcher._DriverOnly)
 
     @property
     def _metrics(self) -> dict[str, Any]:
@@ -58,45 +60,39 @@ class SearchMetrics(Callback):
 
     def setup(self, **info: Any) -> None:
         self._started = time.monotonic()
-        self._set_trials(running=0)
+        self.publish()
 
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
-        running = sum(1 for trial in trials if trial.status == "RUNNING")
-        # Tune steps many times a second: set on change, and every few seconds anyway, since
-        # Ray stops exporting a gauge that was not recorded for a while (seen with the best
-        # value, set once early in a short search, missing from the endpoint at its end).
-        if running != self._running or time.monotonic() - self._published > REPUBLISH_S:
-            self._set_trials(running)
-            if self._best is not None:
-                self._metrics["best"].set(self._best, {"experiment": self.experiment, "metric": self.metric})
+        # Tune steps many times a second: Ray stops exporting a gauge that was not recorded
+        # for a while (seen with the best value, set once early in a short search).
+        if time.monotonic() - self._published > REPUBLISH_S:
+            self.publish()
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        value = result.get(self.metric)
-        if not isinstance(value, (int, float)) or value != value:  # absent or NaN
-            return
-        if self._best is None or (value < self._best if self.mode == "min" else value > self._best):
-            self._best = float(value)
-            self._metrics["best"].set(self._best, {"experiment": self.experiment, "metric": self.metric})
+    def on_trial(self, trial: TrialRecord) -> None:
+        if trial.trial_id not in self._seen:
+            self._seen.add(trial.trial_id)
+            self._counts[RUNNING] += 1
+            self.publish()
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        last = trial.last_result or {}
-        # The loop marks a trial that ran its budget `finished` and a NaN loss `failed`; a
-        # trial that is neither was stopped by ASHA (or the search's time limit).
-        self._end(FAILED if last.get("failed") else FINISHED if last.get("finished") else STOPPED_EARLY, trials)
+    def on_epoch(self, trial: TrialRecord, epoch: int) -> None:
+        value = trial.value_at(epoch, self.record.objective.metric)
+        if value is not None and self.record.objective.better(value, self._best):
+            self._best = value
+            self._publish_best()
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(FAILED, trials)
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._set_trials(running=0)
-
-    def _end(self, end: str, trials: list) -> None:
-        self._ended[end] += 1
+    def on_end(self, trial: TrialRecord) -> None:
+        self._counts[RUNNING] -= 1
+        self._counts[trial.status] += 1
         hours = max(time.monotonic() - self._started, 1.0) / 3600
-        self._metrics["rate"].set(sum(self._ended.values()) / hours, {"experiment": self.experiment})
-        self._set_trials(sum(1 for trial in trials if trial.status == "RUNNING"))
+        self._metrics["rate"].set(sum(self._counts[s] for s in ENDED) / hours, self.experiment_tags)
+        self.publish()
 
-    def _set_trials(self, running: int) -> None:
-        self._running, self._published = running, time.monotonic()
-        for state, count in {RUNNING: running, **self._ended}.items():
-            self._metrics["trials"].set(count, {"experiment": self.experiment, "state": state})
+    def publish(self) -> None:
+        self._published = time.monotonic()
+        for state, count in self._counts.items():
+            self._metrics["trials"].set(count, {**self.experiment_tags, "state": state})
+        self._publish_best()
+
+    def _publish_best(self) -> None:
+        if self._best is not None:
+            self._metrics["best"].set(self._best, {**self.experiment_tags, "metric": self.record.objective.metric})

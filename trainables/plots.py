@@ -48,7 +48,7 @@ def learning_curves(search: SearchData) -> Figure:
         ax.axvline(rung, color="0.5", linestyle=":", linewidth=1)
         ax.annotate(f"rung {rung:g}", (rung, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
                     textcoords="offset points", fontsize=8, color="0.35")
-    ax.set_xlabel("epoch" if x_key == "training_iteration" else "training seconds")
+    ax.set_xlabel("epoch" if x_key == "epoch" else "training seconds")
     ax.set_ylabel(search.metric)
     ax.set_title(f"{search.metric} of every trial ({search.mode}); x: stopped early or failed", fontsize=10)
     if 0 < len(search.trials) <= LEGEND_LIMIT:

@@ -13,13 +13,10 @@ import yaml
 from data import DataError, build_splits
 from models import create_model
 from trainables.distributions import Choice, Grid
+from trainables.outputs import RECORD_FILE, SPEC_FILE, SPLIT_FILE
 from trainables.resources import TrialResources, trial_resources
 from trainables.spec import SearchSpec, SpecError, trial_spec
 
-SPEC_FILE = "spec.yaml"
-SPLIT_FILE = "split.json"
-TUNE_DIR = "tune"  # Tune's experiment folder inside the output folder
-SUMMARY_FILE = "summary.json"
 
 
 def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor]:
@@ -98,27 +95,38 @@ def sample_configs(spec: SearchSpec, count: int) -> list[dict[str, Any]]:
     return configs
 
 
+def make_output_folder(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"{out_dir}: output folder is not writable ({exc.strerror})") from None
+
+
 def prepare_output(spec: SearchSpec, out_dir: Path, resume: bool) -> bool:
     """Make (or reopen) the search's folder; returns True when continuing a search there.
 
-    Nothing in an existing folder is written over. A search that was interrupted (trials
-    there, no summary yet) with the same spec is continued, as with ``resume``; a finished
+    Nothing in an existing folder is written over. A search that did not finish (interrupted,
+    or its launcher killed) with the same spec is continued, as with ``resume``; a finished
     one is reopened only with ``resume``; one with a different spec is refused. A folder
     whose search never started (only the spec written, say a failed resource check) is
-    taken over.
+    taken over. The caller holds the folder's lock (trainables.folder_lock).
     """
+    from trainables.objective import Objective
+    from trainables.record import SEARCH_FINISHED, SearchRecord
+
     resolved = resolved_yaml(spec)
     spec_path = out_dir / SPEC_FILE
-    if (out_dir / TUNE_DIR).exists():
+    if (out_dir / RECORD_FILE).exists():
         if not spec_path.exists() or spec_path.read_text() != resolved:
             raise SpecError(f"{out_dir}: holds a search with a different spec ({spec_path}); "
                             f"choose another folder with --out")
-        if (out_dir / SUMMARY_FILE).exists() and not resume:
-            raise SpecError(f"{out_dir}: holds a finished search ({out_dir / SUMMARY_FILE}); "
+        state = SearchRecord(out_dir, Objective(spec.metric, spec.mode)).state
+        if state == SEARCH_FINISHED and not resume:
+            raise SpecError(f"{out_dir}: holds a finished search ({out_dir / RECORD_FILE}); "
                             f"pass --resume to reopen it, or choose another folder with --out")
         return True
+    make_output_folder(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         spec_path.write_text(resolved)
     except OSError as exc:
         raise SpecError(f"{out_dir}: output folder is not writable ({exc.strerror})") from None

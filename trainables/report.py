@@ -1,10 +1,9 @@
 """The search report, from the output folder alone: charts, a table of trials and one HTML page.
 
-It reads only files, so it works on a finished search and on one still running (before
-``summary.json`` exists): ``spec.yaml``, each trial's ``tune/trial_*/params.json`` and
-``result.json`` (one JSON line per epoch, the last possibly half written), the Optuna
-study, and ``summary.json`` when there is one (the final statuses). Everything goes to
-``<out>/report/``: the charts as PNG, ``trials.csv`` and a self-contained ``report.html``.
+It reads only files, so it works on a finished search, an interrupted one and one still
+running: ``spec.yaml``, the search's record (``record.jsonl``: every trial's config, epochs
+and how it ended) and the Optuna study. Everything goes to ``<out>/report/``: the charts as
+PNG, ``trials.csv`` and a self-contained ``report.html``.
 """
 
 from __future__ import annotations
@@ -19,17 +18,15 @@ from typing import Any
 import optuna
 import yaml
 
-from trainables.distributions import Choice, Grid, IntRange, LogUniform, Uniform
-from trainables.figures import FIGURES_DIR
-from trainables.preflight import SPEC_FILE, SUMMARY_FILE, TUNE_DIR
-from trainables.searcher import OPTUNA_DB, study_storage_url
+from trainables.distributions import optuna_scalar
+from trainables.folder_lock import is_running
+from trainables.objective import Objective, is_number
+from trainables.outputs import BEST_DIR, FIGURES_DIR, OPTUNA_DB, REPORT_DIR, SPEC_FILE, study_storage_url
+from trainables.record import FAILED, FINISHED, STOPPED, TIME_ATTRS, SearchRecord
 from trainables.spec import EXPERIMENT_KEY, SearchSpec
-from trainables.summary import TRIAL_DIR_PREFIX
 
-REPORT_DIR = "report"
 CSV_FILE = "trials.csv"
 HTML_FILE = "report.html"
-UNFINISHED = "unfinished"  # no summary yet, and the trial has not ended on its own terms
 
 
 class NotASearchError(FileNotFoundError):
@@ -40,7 +37,7 @@ class NotASearchError(FileNotFoundError):
 class TrialData:
     trial_id: str
     config: dict[str, Any]
-    status: str  # finished | stopped early | failed | unfinished
+    status: str  # the record's words: running | finished | stopped early | failed | interrupted
     reason: str
     rows: list[dict[str, Any]]  # results with a finite metric, in order; each has wall_s
     best_value: float | None
@@ -52,10 +49,14 @@ class SearchData:
     out_dir: Path
     spec: SearchSpec
     trials: list[TrialData]
-    finished: bool  # summary.json exists
+    state: str  # the search's: running | interrupted | finished
     best_trial_id: str | None
     study: optuna.Study
     params: list[str]  # the searched hyperparameters
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
 
     @property
     def metric(self) -> str:
@@ -67,7 +68,8 @@ class SearchData:
 
     @property
     def time_attr(self) -> str:
-        return self.spec.scheduler.time_attr
+        """The key of each row that counts the scheduler's time (epochs or seconds)."""
+        return TIME_ATTRS[self.spec.scheduler.time_attr]
 
     @property
     def rungs(self) -> list[float]:
@@ -85,23 +87,29 @@ def asha_rungs(spec: SearchSpec) -> list[float]:
 
 
 def gather(out_dir: Path) -> SearchData:
-    """Read a search's output folder (finished or running)."""
-    spec_path, tune_dir = out_dir / SPEC_FILE, out_dir / TUNE_DIR
+    """Read a search's output folder (finished, interrupted or running)."""
+    spec_path = out_dir / SPEC_FILE
     if not spec_path.is_file():
         raise NotASearchError(f"{out_dir}: no {SPEC_FILE}: not the output folder of a search")
-    if not tune_dir.is_dir():
-        raise NotASearchError(f"{out_dir}: no trial has started yet ({tune_dir} does not exist)")
     spec = SearchSpec.model_validate(yaml.safe_load(spec_path.read_text()))
-    summary_path = out_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    final = {t["trial_id"]: t for t in summary["trials"]} if summary else {}
-    trials = [_read_trial(folder, spec, final) for folder in sorted(tune_dir.glob(f"{TRIAL_DIR_PREFIX}*"))
-              if folder.is_dir()]
-    _add_wall_times(trials)
-    best = (summary or {}).get("best") or _best_of(trials, spec.mode)
+    record = SearchRecord(out_dir, Objective(spec.metric, spec.mode))
+    if not record.trials:
+        raise NotASearchError(f"{out_dir}: no trial has started yet")
+    live = is_running(out_dir)
+    origin = record.sessions[0]["t"]
+    trials = []
+    for trial in sorted(record.trials.values(), key=lambda t: t.trial_id):
+        rows = [{**metrics, "epoch": epoch, "wall_s": metrics["time"] - origin}
+                for epoch, metrics in sorted(trial.epochs.items()) if is_number(metrics.get(spec.metric))]
+        reason = trial.reason if trial.rung is None else f"{trial.reason} at rung {trial.rung}"
+        trials.append(TrialData(trial_id=trial.trial_id, config=trial.config, status=record.status(trial, live),
+                                reason=reason, rows=rows, best_value=trial.best_value(record.objective),
+                                best_epoch=trial.best_epoch(record.objective)))
+    best = record.best_trial() or record.objective.best(record.trials.values(),
+                                                       key=lambda t: t.best_value(record.objective))
     params = [EXPERIMENT_KEY] if spec.experiments else list(spec.search)
-    return SearchData(out_dir=out_dir, spec=spec, trials=trials, finished=summary is not None,
-                      best_trial_id=best["trial_id"] if best else None, study=load_study(spec, out_dir, trials),
+    return SearchData(out_dir=out_dir, spec=spec, trials=trials, state="running" if live else record.state,
+                      best_trial_id=best.trial_id if best else None, study=load_study(spec, out_dir, trials),
                       params=params)
 
 
@@ -109,9 +117,9 @@ def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optu
     """The searcher's own Optuna study (TPE searches); for other searchers, one built in memory
     from the trials (finished ones scored by their best epoch, stopped ones pruned), so the
     same Optuna plots and importance evaluator serve every search."""
-    if spec.searcher.type == "optuna" and not spec.experiments and (spec.searcher.storage or (out_dir / OPTUNA_DB).exists()):
+    if spec.searcher.storage or (out_dir / OPTUNA_DB).exists():
         try:
-            return optuna.load_study(study_name=spec.experiment, storage=study_storage_url(spec, out_dir))
+            return optuna.load_study(study_name=spec.experiment, storage=study_storage_url(spec.searcher.storage, out_dir))
         except KeyError:  # the searcher creates the study with its first trial
             pass
     return study_from_trials(spec, trials)
@@ -121,15 +129,15 @@ def study_from_trials(spec: SearchSpec, trials: list[TrialData]) -> optuna.Study
     if spec.experiments:
         distributions = {EXPERIMENT_KEY: optuna.distributions.CategoricalDistribution(list(spec.experiments))}
     else:
-        distributions = {path: _optuna_distribution(dist) for path, dist in spec.search.items()}
-    study = optuna.create_study(direction="minimize" if spec.mode == "min" else "maximize")
-    states = {"finished": optuna.trial.TrialState.COMPLETE, "stopped early": optuna.trial.TrialState.PRUNED,
-              "failed": optuna.trial.TrialState.FAIL}
+        distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
+    study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
+    states = {FINISHED: optuna.trial.TrialState.COMPLETE, STOPPED: optuna.trial.TrialState.PRUNED,
+              FAILED: optuna.trial.TrialState.FAIL}
     for trial in trials:
         state = states.get(trial.status)
         if state is None or (state == optuna.trial.TrialState.COMPLETE and trial.best_value is None):
             continue  # still running: nothing to tell yet
-        params = {path: _plain(trial.config[path]) for path in distributions if path in trial.config}
+        params = {path: optuna_scalar(trial.config[path]) for path in distributions if path in trial.config}
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={p: distributions[p] for p in params}, state=state,
             value=trial.best_value if state == optuna.trial.TrialState.COMPLETE else None))
@@ -164,8 +172,7 @@ def write_report(out_dir: Path) -> Path:
 
 def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:
     """One row per trial, best first (trials without a value last)."""
-    sign = 1 if search.mode == "min" else -1
-    ranked = sorted(search.trials, key=lambda t: (t.best_value is None, sign * (t.best_value or 0.0), t.trial_id))
+    ranked = Objective(search.metric, search.mode).ranked(search.trials, key=lambda t: t.best_value)
     header = ["trial_id", "status", "reason", "epochs", f"best_{search.metric}", "best_epoch", *search.params]
     rows = [[t.trial_id, t.status, t.reason, len(t.rows), t.best_value, t.best_epoch,
              *(t.config.get(p) for p in search.params)] for t in ranked]
@@ -177,79 +184,8 @@ def best_trial_figures(search: SearchData) -> list[Path]:
     else the latest epoch the tracking callback copied out of its checkpoints."""
     if search.best_trial_id is None:
         return []
-    exported = search.out_dir / "best" / FIGURES_DIR
+    exported = search.out_dir / BEST_DIR / FIGURES_DIR
     if search.finished and exported.is_dir():
         return sorted(exported.glob("*.png"))
     epochs = sorted((search.out_dir / FIGURES_DIR / search.best_trial_id).glob("epoch_*"))
     return sorted(epochs[-1].glob("*.png")) if epochs else []
-
-
-def _read_trial(folder: Path, spec: SearchSpec, final: dict[str, dict[str, Any]]) -> TrialData:
-    trial_id = folder.name.removeprefix(TRIAL_DIR_PREFIX)
-    rows = _json_lines(folder / "result.json")
-    params = folder / "params.json"
-    config = json.loads(params.read_text()) if params.exists() else (rows[0].get("config", {}) if rows else {})
-    scored = [r for r in rows if _finite(r.get(spec.metric))]
-    best = (min if spec.mode == "min" else max)(scored, key=lambda r: r[spec.metric]) if scored else None
-    if trial_id in final:
-        status, reason = final[trial_id]["status"], final[trial_id]["reason"]
-    elif rows and rows[-1].get("failed"):
-        status, reason = "failed", rows[-1].get("stop_reason") or "failed"
-    elif rows and rows[-1].get("finished"):
-        status, reason = "finished", rows[-1].get("stop_reason") or "budget"
-    else:
-        status, reason = UNFINISHED, "running, or stopped by the scheduler (the summary is written at the end)"
-    return TrialData(trial_id=trial_id, config=config, status=status, reason=reason, rows=scored,
-                     best_value=None if best is None else float(best[spec.metric]),
-                     best_epoch=None if best is None else int(best.get("epoch", best.get("training_iteration", 0))))
-
-
-def _json_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # the line Tune is writing right now
-            continue
-    return rows
-
-
-def _add_wall_times(trials: list[TrialData]) -> None:
-    """``wall_s`` of each row: seconds since the first trial began. A trial began at its first
-    result's timestamp (whole seconds) less the training time it reports (fractions)."""
-    starts = {t.trial_id: t.rows[0]["timestamp"] - t.rows[0].get("time_total_s", 0.0) for t in trials if t.rows}
-    if not starts:
-        return
-    origin = min(starts.values())
-    for trial in trials:
-        for row in trial.rows:
-            row["wall_s"] = starts[trial.trial_id] - origin + row.get("time_total_s", 0.0)
-
-
-def _best_of(trials: list[TrialData], mode: str) -> dict[str, Any] | None:
-    scored = [t for t in trials if t.best_value is not None]
-    if not scored:
-        return None
-    best = (min if mode == "min" else max)(scored, key=lambda t: t.best_value)
-    return {"trial_id": best.trial_id, "value": best.best_value, "epoch": best.best_epoch}
-
-
-def _optuna_distribution(dist: Any) -> optuna.distributions.BaseDistribution:
-    if isinstance(dist, (Uniform, LogUniform)):
-        return optuna.distributions.FloatDistribution(dist.low, dist.high, log=isinstance(dist, LogUniform))
-    if isinstance(dist, IntRange):
-        return optuna.distributions.IntDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
-    if isinstance(dist, (Choice, Grid)):
-        return optuna.distributions.CategoricalDistribution([_plain(v) for v in dist.values])
-    raise TypeError(f"no Optuna distribution for {dist!r}")
-
-
-def _plain(value: Any) -> Any:
-    """Optuna's categorical values are scalars; a list or mapping value is shown as its JSON."""
-    return value if value is None or isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

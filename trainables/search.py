@@ -1,14 +1,22 @@
-"""Run one search end to end: connect to Ray, track in MLflow, tune, summarise, export.
+"""Run one search end to end: lock the folder, connect to Ray, track, tune, summarise, export.
 
-Everything a search writes lands under its output folder: the resolved spec, Tune's
-experiment folder (``tune/``), the MLflow store (unless a server is named), ``best/`` and
-``summary.json``.
+``launch_search`` is the one programmatic entry (``launch.py``, ``bench/`` and the tests
+call it): it holds the output folder's lock for the whole search, so a second launch on the
+same folder is refused, and ``run_search`` does the rest. Everything a search writes lands
+under its output folder (see trainables/outputs.py); its record (trainables/record.py) is
+written as things happen and read by everything that reports on it.
+
+Ctrl-C: the first ends every running trial at its last completed epoch (already recorded
+and checkpointed), records the search as interrupted and returns; the same command then
+continues it. A second Ctrl-C ends at once.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainables.preflight import SPEC_FILE, TUNE_DIR
-from trainables.spec import SearchSpec
+from ray.tune.stopper import Stopper
 
+from trainables.spec import SearchSpec, SpecError
 
 
 @dataclass
@@ -26,34 +34,55 @@ class SearchOptions:
     out_dir: Path
     mlflow_uri: str | None = None  # None: a local SQLite store in the output folder
     address: str | None = None  # None: an embedded local Ray (or RAY_ADDRESS when set)
-    resumed: bool = False
+    resume: bool = False  # reopen a finished search too (an unfinished one always continues)
     verbose: int = 1  # Tune's console output: 0 silent, 1 live table, 2 every result
     # More Tune callbacks (a notebook's own, or the benchmarks' timing), after the service's.
     callbacks: list[Any] = field(default_factory=list)
 
 
+def launch_search(spec: SearchSpec, options: SearchOptions, where: str = "spec",
+                  echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """What ``launch.py`` does once the spec is loaded: take the folder's lock (refused at
+    once while another launch holds it), check the data and the model, prepare the folder,
+    run the search. Returns the summary."""
+    from trainables.folder_lock import FolderLock
+    from trainables.preflight import check_data_and_model, make_output_folder, prepare_output, write_split_manifest
+
+    make_output_folder(options.out_dir)
+    lock = FolderLock(options.out_dir).acquire()
+    try:
+        check_data_and_model(spec, where)
+        if not prepare_output(spec, options.out_dir, options.resume):
+            write_split_manifest(spec, options.out_dir)
+        try:
+            return run_search(spec, options, echo)
+        except SpecError as exc:  # found against the cluster (resources no node has): name the file too
+            raise SpecError(f"{where}: {exc}") from None
+    finally:
+        lock.release()
+
+
 def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the search and return the summary written to ``summary.json``."""
+    """Run (or continue) the search in a prepared folder whose lock the caller holds."""
     out_dir = options.out_dir.resolve()
 
     import ray
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.search import ConcurrencyLimiter
 
-    from trainables.checkpoints import write_model_report
-    from trainables.figures import write_best_figures
     from trainables.cluster import autoscaler_max_resources, connect
-    from trainables.console import print_trials, progress_reporter, ray_banner
+    from trainables.console import progress_reporter, ray_banner
     from trainables.driver import make_trial_driver
     from trainables.metrics import SearchMetrics
+    from trainables.objective import Objective
+    from trainables.outputs import SPEC_FILE, TUNE_DIR, study_storage_url
+    from trainables.record import SearchRecord
+    from trainables.recording import RecordKeeper
     from trainables.resources import placement_for, plan_concurrency
-    from trainables.retention import keep_only_best_checkpoints
-    from trainables.searcher import build_scheduler, build_searcher, param_space, study_storage_url
-    from trainables.snapshots import SnapshotBackup, repair
-    from trainables.summary import (TRIAL_DIR_PREFIX, export_best, pick_best, summarize_trials,
-                                    write_experiment_summary, write_summary)
+    from trainables.searcher import RecordSearchGenerator, StudySearcher, build_scheduler, total_trials
     from trainables.tracking import SEARCH_KEY, SearchTracker, local_tracking_uri, ui_command
 
+    record = SearchRecord(out_dir, Objective(spec.metric, spec.mode))
     dashboard_url, started_here = connect(options.address)
     try:
         cluster = ray.cluster_resources()
@@ -70,113 +99,124 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         parent = tracker.writer.run_id_if_created(SEARCH_KEY) or "being created"
         echo(f"MLflow: tracking URI {tracking_uri} (parent run {parent})\n"
              f"  open its UI with: {ui_command(tracking_uri, out_dir)}")
+        echo(f"Optuna study {spec.experiment!r}: {study_storage_url(spec.searcher.storage, out_dir)}\n"
+             f"  watch it live with: optuna-dashboard {study_storage_url(spec.searcher.storage, out_dir)}  "
+             f"(pip install optuna-dashboard)")
 
-        if spec.searcher.type == "optuna" and not spec.experiments:
-            echo(f"Optuna study {spec.experiment!r}: {study_storage_url(spec, out_dir)}\n"
-                 f"  watch it live with: optuna-dashboard {study_storage_url(spec, out_dir)}  "
-                 f"(pip install optuna-dashboard)")
-        trainable = tune.with_resources(make_trial_driver(spec, gpus, str(out_dir / "ddp")), placement_for(spec, gpus))
-        experiment_dir = out_dir / TUNE_DIR
-        if options.resumed and tune.Tuner.can_restore(str(experiment_dir)):
-            echo(f"Resuming the search in {out_dir}: finished trials are kept, unfinished ones continue.")
-            for name in repair(experiment_dir):
-                echo(f"  {name} was cut short when the search was killed; using its last complete copy.")
-            tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space(spec),
-                tune_config=tune.TuneConfig(
-                    metric=spec.metric,
-                    mode=spec.mode,
-                    search_alg=build_searcher(spec, out_dir, concurrency),
-                    scheduler=build_scheduler(spec),
-                    num_samples=spec.budget.trials,
-                    max_concurrent_trials=concurrency,
-                    time_budget_s=spec.budget.time_limit_minutes * 60 if spec.budget.time_limit_minutes else None,
-                    # A one-worker trial runs in the trial actor; reusing it saves 1.5-3 s per trial.
-                    reuse_actors=True,
-                    trial_name_creator=lambda trial: trial.trial_id,
-                    trial_dirname_creator=lambda trial: f"{TRIAL_DIR_PREFIX}{trial.trial_id}",
-                ),
-                run_config=tune.RunConfig(
-                    name=TUNE_DIR,
-                    storage_path=str(out_dir),
-                    # Tune's result files (read back into its results); no TensorBoard files:
-                    # see _without_tensorboard_logger.
-                    callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), tracker.trial_callback(),
-                               SnapshotBackup(experiment_dir),
-                               SearchMetrics(spec.experiment, spec.metric, spec.mode), *options.callbacks],
-                    # Tune keeps each trial's best checkpoint and its latest. It then snapshots the
-                    # whole search after every checkpoint, so that a resume after kill -9 always
-                    # continues from the last epoch: see bench/RESULTS.md for what that costs.
-                    checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=1, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
-                    ),
-                    failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
-                    verbose=options.verbose,
-                    progress_reporter=progress_reporter(spec),
-                ),
-            )
+        if record.trials:
+            ended = sum(1 for t in record.trials.values() if t.ended)
+            echo(f"Resuming the search in {out_dir}: {ended} ended trials are kept, "
+                 f"{len(record.unfinished())} unfinished continue from their last completed epoch.")
+        record.open_for_writing()
+        searcher = StudySearcher(spec, out_dir, record)
+        scheduler = build_scheduler(spec, record)
+        trial_runs = tracker.trial_runs(record)
+        metrics = SearchMetrics(record, spec.experiment)
+        for listener in (searcher.projection, trial_runs, metrics):
+            record.add_listener(listener)
+        limit = spec.budget.time_limit_minutes
+        stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()))
+        to_issue = total_trials(spec) - sum(1 for t in record.trials.values() if t.ended)
+        trainable = tune.with_resources(make_trial_driver(spec, gpus, out_dir), placement_for(spec, gpus))
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=RecordSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=concurrency)),
+                scheduler=scheduler,
+                num_samples=max(to_issue, 1),
+                # A one-worker trial runs in the trial actor; reusing it saves 1.5-3 s per trial.
+                reuse_actors=True,
+                trial_name_creator=lambda trial: trial.trial_id,
+                trial_dirname_creator=lambda trial: trial.trial_id,
+            ),
+            run_config=tune.RunConfig(
+                # Tune's scratch folder: the record holds the search's state, trials their
+                # checkpoints in trials/, so Tune keeps no checkpoint and snapshots rarely.
+                name=f"{TUNE_DIR}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(out_dir / TUNE_DIR),
+                stop=stop,
+                callbacks=[RecordKeeper(record, scheduler), metrics, *options.callbacks],
+                failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
+                verbose=options.verbose,
+                progress_reporter=progress_reporter(spec),
+            ),
+        )
+        # fit() ends by reading Tune's result files, which the service does not write.
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         started = time.monotonic()
-        with _without_tensorboard_logger():
-            results = tuner.fit()
+        with _without_tune_extras(), stop.catching_sigint():
+            try:
+                if to_issue > 0:  # a finished search reopened with --resume has none
+                    tuner.fit()
+            except KeyboardInterrupt:  # the second Ctrl-C: end now; every recorded epoch is kept
+                stop.interrupted = True
+        from trainables.ending import end_search
 
-        trials = summarize_trials(results, spec.metric, spec.mode)
-        keep_only_best_checkpoints(trials, experiment_dir)
-        best = pick_best(trials, spec.mode)
-        if spec.experiments:
-            echo(f"Experiment matrix: {write_experiment_summary(out_dir, trials, spec)}")
-        best_dir = export_best(best, out_dir) if best else None
-        report_path = write_model_report(best_dir) if best_dir else None
-        if report_path:
-            echo(f"Best model's report on its validation split: {report_path}")
-        if best_dir:
-            write_best_figures(best_dir)  # before tracker.finish logs best/ to the parent run
-        tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value,
-                                                  "epoch": best.best_epoch}, best_dir, failed=best is None,
-                       registered_model=spec.registered_model)
-        summary_path = write_summary(out_dir, trials, best, best_dir, tracker.info(), spec.model_dump(mode="json"))
-        echo(print_trials(trials, best, spec, time.monotonic() - started, summary_path, best_dir))
-        echo(_write_report(out_dir, tracker))
-        if tracker.writer.pending:
-            echo(f"MLflow: {tracker.writer.pending} writes are waiting for {tracking_uri}; "
-                 f"once it is reachable, run: python launch.py sync {out_dir}")
-        return json.loads(summary_path.read_text())
+        return end_search(spec, record, tracker, trial_runs, stop.interrupted, time.monotonic() - started, echo)
     finally:
+        record.close_quietly()
         if started_here:
             ray.shutdown()
 
 
+class SearchStop(Stopper):
+    """Ends the whole search on Ctrl-C or when its time limit is spent. Tune then stops the
+    running trials without calling them complete, so the record leaves them unfinished:
+    interrupted (continued by the next launch) or, at the time limit, stopped early."""
+
+    def __init__(self, seconds_left: float | None) -> None:
+        self.deadline = None if seconds_left is None else time.monotonic() + seconds_left
+        self.interrupted = False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.interrupted or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    @contextmanager
+    def catching_sigint(self) -> Iterator[None]:
+        """Tune's own handler is off (it would record a Ctrl-C as the end of the search)."""
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+            print("\nInterrupted: ending the running trials at their last completed epoch "
+                  "(Ctrl-C again to end at once).", file=sys.stderr, flush=True)
+
+        if not _in_main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 @contextmanager
-def _without_tensorboard_logger() -> Iterator[None]:
-    """Keep Tune from adding its TensorBoard logger (it adds CSV, JSON and TensorBoard loggers
-    unless told not to add any; ``run_search`` passes the first two itself). TensorBoard files
-    cost about 4 ms of Tune's event loop per report, where a trial waits for its next report,
-    and MLflow already has every metric."""
-    previous = os.environ.get(_NO_AUTO_LOGGERS)
-    os.environ[_NO_AUTO_LOGGERS] = "1"
+def _without_tune_extras() -> Iterator[None]:
+    """Keep Tune from adding its CSV, JSON and TensorBoard loggers (the record and MLflow have
+    every metric; TensorBoard files alone cost about 4 ms of Tune's event loop per report)
+    and from installing its SIGINT handler (SearchStop handles Ctrl-C)."""
+    names = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_DISABLE_SIGINT_HANDLER")
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: "1" for name in names})
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(_NO_AUTO_LOGGERS, None)
-        else:
-            os.environ[_NO_AUTO_LOGGERS] = previous
-
-
-_NO_AUTO_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
-
-
-def _write_report(out_dir: Path, tracker: Any) -> str:
-    """Write the search report and log it to the parent run. Drawing it cannot cost the search
-    its results (summary and best checkpoint are written by now): a failure is reported, and
-    ``launch.py report`` draws it again."""
-    from trainables.report import HTML_FILE, write_report
-
-    try:
-        folder = write_report(out_dir)
-    except Exception as exc:  # noqa: BLE001 - any plotting or reading problem
-        return f"Report: not written ({type(exc).__name__}: {exc}); retry with: python launch.py report {out_dir}"
-    tracker.log_report(folder)
-    return f"Report: {folder / HTML_FILE}"
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

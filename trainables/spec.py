@@ -92,6 +92,9 @@ class BudgetSpec(_Section):
     time_limit_minutes: PositiveFloat | None = None  # stop the whole search after this long
     max_failures: NonNegativeInt = 2  # retries of a trial that raised or lost a worker, from its last checkpoint
     max_concurrent: PositiveInt | None = None  # default: what the cluster can run at once
+    # When the search ends, the best checkpoint of this many of its best trials is kept (in
+    # trials/, best/ sharing the first's files); every other checkpoint is deleted.
+    keep_checkpoints: PositiveInt = 2
 
 
 class ResourceOverride(_Section):

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -35,19 +36,20 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from ray.tune import Callback
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from trainables.figures import FIGURES_DIR, copy_checkpoint_figures
+from trainables.objective import is_number
+from trainables.outputs import (FIGURES_DIR, MLFLOW_ARTIFACTS_DIR, MLFLOW_DB, MLFLOW_JOURNAL_FILE, MLFLOW_RUNS_FILE,
+                                checkpoint_name)
+from trainables.record import FAILED, INTERRUPTED, RecordListener, SearchRecord, TrialRecord
 
 SEARCH_KEY = "search"  # the parent run's key; children are keyed by trial id
 BEST_ARTIFACTS = "best_checkpoint"  # the parent run's copy of best/, the registered model's source
 TRIAL_ID_TAG = "hpsearch.trial_id"
-END_TAG = "hpsearch.end"  # finished | stopped early | failed
+END_TAG = "hpsearch.end"  # the record's status: finished | stopped early | failed | interrupted
 REASON_TAG = "hpsearch.reason"
 RETRIES_TAG = "hpsearch.retries"  # crashes of the trial that were retried
-STATE_FILE = "mlflow-runs.json"  # experiment id and key -> run id
-JOURNAL_FILE = "mlflow-pending.jsonl"  # writes not yet accepted by the server, in order
+STATE_FILE = MLFLOW_RUNS_FILE  # experiment id and key -> run id
+JOURNAL_FILE = MLFLOW_JOURNAL_FILE  # writes not yet accepted by the server, in order
 RETRY_SECONDS = 30.0
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
 MAX_BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
@@ -55,13 +57,13 @@ REPORT_ARTIFACTS = "report"  # the parent run's folder for the search report
 
 
 def local_tracking_uri(out_dir: Path) -> str:
-    return f"sqlite:///{(out_dir / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(out_dir / MLFLOW_DB).resolve()}"
 
 
 def ui_command(tracking_uri: str, out_dir: Path) -> str:
     if tracking_uri.startswith("sqlite:"):
         return (f"mlflow ui --backend-store-uri {tracking_uri} "
-                f"--default-artifact-root {(out_dir / 'mlflow-artifacts').resolve()} --host 127.0.0.1")
+                f"--default-artifact-root {(out_dir / MLFLOW_ARTIFACTS_DIR).resolve()} --host 127.0.0.1")
     return f"open {tracking_uri} in a browser"
 
 
@@ -250,7 +252,7 @@ class RunWriter:
         if found is not None:
             return found.experiment_id
         # With a local store, artifacts live in the search's folder, not in ./mlruns.
-        location = ((self.out_dir / "mlflow-artifacts").resolve().as_uri()
+        location = ((self.out_dir / MLFLOW_ARTIFACTS_DIR).resolve().as_uri()
                     if self.tracking_uri.startswith("sqlite:") else None)
         return self.client.create_experiment(self.experiment, artifact_location=location)
 
@@ -333,8 +335,8 @@ class SearchTracker:
         self.writer.log(SEARCH_KEY, params=_flatten(spec))
         self.writer.log_artifacts(SEARCH_KEY, spec_file)
 
-    def trial_callback(self) -> "TrialRunsCallback":
-        return TrialRunsCallback(self.tracking_uri, self.out_dir, self.experiment)
+    def trial_runs(self, record: SearchRecord) -> "TrialRuns":
+        return TrialRuns(self, record)
 
     def finish(self, best: dict[str, Any] | None, best_dir: Path | None, failed: bool = False,
                registered_model: str | None = None) -> None:
@@ -349,6 +351,10 @@ class SearchTracker:
                 self.writer.register_model(SEARCH_KEY, registered_model, BEST_ARTIFACTS)
         self.writer.set_status(SEARCH_KEY, "FAILED" if failed else "FINISHED")
 
+    def interrupt(self) -> None:
+        """The search stopped without finishing (Ctrl-C): its run says so until it continues."""
+        self.writer.set_status(SEARCH_KEY, "KILLED")
+
     def log_report(self, report_dir: Path) -> None:
         """The search's report (charts, trials.csv, report.html) on the parent run."""
         self.writer.log_artifacts(SEARCH_KEY, report_dir, artifact_path=REPORT_ARTIFACTS)
@@ -358,81 +364,57 @@ class SearchTracker:
         return _info(self.writer)
 
 
-class TrialRunsCallback(Callback):
-    """Tune callback (runs in the driver): one child run per trial, metrics every epoch."""
+class TrialRuns(RecordListener):
+    """The record's projection into MLflow: one child run per trial, metrics every epoch,
+    and how the trial ended (the record's status words) as its end tag."""
 
-    def __init__(self, tracking_uri: str, out_dir: Path, experiment: str) -> None:
-        self.tracking_uri = tracking_uri
-        self.out_dir = out_dir
-        self.experiment = experiment
+    def __init__(self, tracker: SearchTracker, record: SearchRecord) -> None:
+        self.writer = tracker.writer
+        self.out_dir = tracker.out_dir
+        self.record = record
 
-    @property
-    def writer(self) -> RunWriter:
-        return writer_for(self.tracking_uri, self.out_dir, self.experiment)
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.writer.has_run(trial.trial_id):  # a retried or resumed trial keeps its run
+    def on_trial(self, trial: TrialRecord) -> None:
+        if self.writer.has_run(trial.trial_id):  # a continued trial keeps its run
             self.writer.set_status(trial.trial_id, "RUNNING")
             return
         self.writer.create_run(trial.trial_id, trial.trial_id,
                                {TRIAL_ID_TAG: trial.trial_id, MLFLOW_RUN_NAME: trial.trial_id}, parent=SEARCH_KEY)
         self.writer.log(trial.trial_id, params=dict(trial.config))
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        step = int(result.get("training_iteration", 0))
-        metrics = [
-            (k, float(v), step)
-            for k, v in result.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k not in _TUNE_BOOKKEEPING
-        ]
+    def on_epoch(self, trial: TrialRecord, epoch: int) -> None:
+        metrics = [(k, float(v), epoch) for k, v in trial.epochs[epoch].items() if is_number(v) and k != "time"]
         self.writer.log(trial.trial_id, metrics=metrics)
-        if result.get(CHECKPOINT_PATH_KEY):  # a DDP trial: Train saved the checkpoint, Tune got its path
-            self._log_figures(trial.trial_id, result[CHECKPOINT_PATH_KEY], result.get("epoch", step))
+        checkpoint = trial.checkpoints.get(epoch)
+        if checkpoint:
+            self._log_figures(trial.trial_id, self.out_dir / checkpoint, epoch)
 
-    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        # A one-worker trial's checkpoint, persisted by Tune after on_trial_result updated last_result.
-        last = trial.last_result or {}
-        self._log_figures(trial.trial_id, checkpoint.path, last.get("epoch", last.get("training_iteration", 0)))
+    def on_failure(self, trial: TrialRecord, error: str) -> None:
+        self.writer.log(trial.trial_id, tags={RETRIES_TAG: str(len(trial.failures)),
+                                              "hpsearch.last_failure": error[:5000]})
 
-    def _log_figures(self, trial_id: str, checkpoint_path: str, epoch: int) -> None:
+    def on_end(self, trial: TrialRecord) -> None:
+        reason = trial.reason if trial.rung is None else f"{trial.reason} at rung {trial.rung}"
+        self.writer.log(trial.trial_id, tags={END_TAG: trial.status, REASON_TAG: reason[:5000]})
+        self.writer.set_status(trial.trial_id, "FAILED" if trial.status == FAILED else "FINISHED")
+
+    def interrupted(self) -> None:
+        """The search stopped without finishing: unfinished trials' runs say so (KILLED,
+        MLflow's word for a run cut short) until the same command continues them."""
+        for trial in self.record.unfinished():
+            if self.writer.has_run(trial.trial_id):
+                self.writer.log(trial.trial_id, tags={END_TAG: INTERRUPTED, REASON_TAG: "the search was interrupted"})
+                self.writer.set_status(trial.trial_id, "KILLED")
+
+    def _log_figures(self, trial_id: str, checkpoint: Path, epoch: int) -> None:
         """Copy the checkpoint's figures out of it (the checkpoint may be deleted before a
         journalled write is sent) and log them to the trial's run, one folder per epoch."""
-        name = f"epoch_{int(epoch):03d}"
-        folder = copy_checkpoint_figures(checkpoint_path, self.out_dir / FIGURES_DIR / trial_id / name)
-        if folder is not None:
-            self.writer.log_artifacts(trial_id, folder, artifact_path=f"{FIGURES_DIR}/{name}")
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        last = trial.last_result or {}
-        if last.get("failed"):
-            self._end(trial, "failed", last.get("stop_reason") or "failed", "FAILED")
-        elif last.get("finished"):
-            self._end(trial, "finished", last.get("stop_reason") or "budget", "FINISHED")
-        else:
-            self._end(trial, "stopped early", "stopped by the scheduler (ASHA) or the search time limit", "FINISHED")
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.writer.log(trial.trial_id, tags={RETRIES_TAG: str(trial.num_failures),
-                                              "hpsearch.last_failure": _error_line(trial)[:5000]})
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "failed", _error_line(trial), "FAILED")
-
-    def _end(self, trial: Any, end: str, reason: str, status: str) -> None:
-        self.writer.log(trial.trial_id, tags={END_TAG: end, REASON_TAG: reason[:5000]})
-        self.writer.set_status(trial.trial_id, status)
-
-
-_TUNE_BOOKKEEPING = {"timestamp", "pid", "time_this_iter_s", "time_since_restore", "iterations_since_restore"}
-
-
-def _error_line(trial: Any) -> str:
-    path = getattr(trial, "error_file", None) or ""
-    try:
-        text = Path(path).read_text().strip().splitlines() if path else []
-    except OSError:
-        text = []
-    return text[-1] if text else "the trial raised an error"
+        source = checkpoint / FIGURES_DIR
+        if not source.is_dir():
+            return
+        name = checkpoint_name(epoch)
+        target = self.out_dir / FIGURES_DIR / trial_id / name
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        self.writer.log_artifacts(trial_id, target, artifact_path=f"{FIGURES_DIR}/{name}")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""The end of a search, from its record: interrupted, or finished (time limit included)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainables.console import print_trials
+from trainables.record import BY_TIME_LIMIT, SEARCH_FINISHED, SEARCH_INTERRUPTED, STOPPED, SearchRecord
+from trainables.spec import SearchSpec
+from trainables.summary import export_best, write_experiment_summary, write_summary
+
+
+def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs: Any, interrupted: bool,
+               seconds: float, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Write what the search leaves and return its summary.
+
+    Interrupted: unfinished trials stay unfinished (their runs KILLED, their checkpoints
+    kept), and summary.json says interrupted; nothing is exported. Finished: trials the time
+    limit cut off end as stopped early, checkpoints are pruned to the best of the kept trials,
+    the best is exported to best/, and MLflow, summary.json and the report are written.
+    """
+    if interrupted:
+        trial_runs.interrupted()
+        tracker.interrupt()
+        record.close(SEARCH_INTERRUPTED)
+        path = write_summary(record, spec.experiment, None, tracker.info())
+        echo(print_trials(record, spec, seconds, path, None))
+        echo(f"Interrupted: {len(record.unfinished())} unfinished trial(s) keep their last completed epoch. "
+             f"Run the same command again to continue the search.")
+        return json.loads(path.read_text())
+
+    from trainables.checkpoints import slim_checkpoint, write_model_report
+    from trainables.figures import write_best_figures
+
+    for trial in record.unfinished():  # the search's time limit ended them
+        record.end_trial(trial.trial_id, STOPPED, BY_TIME_LIMIT)
+    record.prune(spec.budget.keep_checkpoints)
+    for trial in record.trials.values():  # kept for loading and fine-tuning, never to train on
+        for folder in trial.checkpoints.values():
+            slim_checkpoint(record.out_dir / folder)
+    if spec.experiments:
+        echo(f"Experiment matrix: {write_experiment_summary(record, spec)}")
+    best_dir = export_best(record)
+    if best_dir:
+        report_path = write_model_report(best_dir)
+        if report_path:
+            echo(f"Best model's report on its validation split: {report_path}")
+        write_best_figures(best_dir)  # before tracker.finish logs best/ to the parent run
+    best = record.best_trial()
+    tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value(record.objective),
+                                              "epoch": best.best_epoch(record.objective)},
+                   best_dir, failed=best is None, registered_model=spec.registered_model)
+    record.close(SEARCH_FINISHED)
+    path = write_summary(record, spec.experiment, best_dir, tracker.info())
+    echo(print_trials(record, spec, seconds, path, best_dir))
+    echo(_write_report(record.out_dir, tracker))
+    if tracker.writer.pending:
+        echo(f"MLflow: {tracker.writer.pending} writes are waiting for {tracker.tracking_uri}; "
+             f"once it is reachable, run: python launch.py sync {record.out_dir}")
+    return json.loads(path.read_text())
+
+
+def _write_report(out_dir: Path, tracker: Any) -> str:
+    """Write the search report and log it to the parent run. Drawing it cannot cost the search
+    its results (summary and best checkpoint are written by now): a failure is reported, and
+    ``launch.py report`` draws it again."""
+    from trainables.report import HTML_FILE, write_report
+
+    try:
+        folder = write_report(out_dir)
+    except Exception as exc:  # noqa: BLE001 - any plotting or reading problem
+        return f"Report: not written ({type(exc).__name__}: {exc}); retry with: python launch.py report {out_dir}"
+    tracker.log_report(folder)
+    return f"Report: {folder / HTML_FILE}"
