@@ -92,21 +92,17 @@ def scratch(prefix: str) -> Iterator[Path]:
 
 def launch_quietly(raw_spec: dict[str, Any], folder: Path, options: Any = None) -> dict[str, Any]:
     """What ``python launch.py --space SPEC --out folder/out --quiet`` does, in this process
-    (so one Ray cluster serves every run): check, prepare the folder, search. The summary."""
+    (so one Ray cluster serves every run), through the same entry. The summary."""
     import yaml
 
-    from trainables import preflight
-    from trainables.search import SearchOptions, run_search
+    from trainables.search import SearchOptions, launch_search
     from trainables.spec import load_spec
 
     spec_file = folder / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(raw_spec, sort_keys=False))
     spec, _ = load_spec(str(spec_file), [])
-    preflight.check_data_and_model(spec, spec_file.name)
-    out_dir = folder / "out"
-    preflight.prepare_output(spec, out_dir, resume=False)
-    preflight.write_split_manifest(spec, out_dir)
-    return run_search(spec, options or SearchOptions(out_dir=out_dir, verbose=0), echo=lambda _: None)
+    options = options or SearchOptions(out_dir=folder / "out", verbose=0)
+    return launch_search(spec, options, where=spec_file.name, echo=lambda _: None)
 
 
 class Stopwatch:

@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from bench.common import REPEATS, Table, median
+from bench.common import REPEATS, Table, median, scratch
 from tests.specs import SEARCH_SPACES
 
 TARGET = 0.97
@@ -32,11 +32,8 @@ class LocalSession:
     def __init__(self) -> None:
         self.reports: list[dict[str, Any]] = []
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+    def report(self, metrics: dict[str, Any]) -> None:
         self.reports.append(metrics)
-
-    def restored_state(self, map_location: torch.device) -> None:
-        return None
 
     def stop_requested(self) -> bool:
         return False
@@ -57,7 +54,8 @@ def generic_loop(raw: dict) -> float:
     from trainables.spec import SearchSpec
 
     session = LocalSession()
-    train_loop(SearchSpec.model_validate(raw), session, cpus=1)
+    with scratch("loop") as folder:  # it checkpoints every epoch, as in a search
+        train_loop(SearchSpec.model_validate(raw), session, folder / "trial", cpus=1)
     return median([r["samples_per_s"] for r in session.reports[1:]])
 
 

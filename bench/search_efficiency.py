@@ -19,7 +19,6 @@ without pruning, and no slower than Optuna alone.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import threading
 import time
@@ -29,7 +28,7 @@ import torch
 import yaml
 
 from bench.common import Table, launch_quietly, median, ray_cluster, scratch
-from tests.specs import SEARCH_SPACES
+from tests.specs import SEARCH_SPACES, recorded_epochs
 
 TARGET_ACCURACY = 0.99  # 3 errors or fewer on the 360 validation images
 SPEEDUP_TARGET = 3.0
@@ -57,11 +56,10 @@ def service_curve(seed: int, budget_s: float, tpe_asha: bool) -> list[tuple[floa
         started = time.time()
         launch_quietly(digits_spec(seed, budget_s, tpe_asha), folder)
         points = []
-        for results in (folder / "out" / "tune").glob("trial_*/result.json"):
-            for line in results.read_text().splitlines():
-                result = json.loads(line)
-                if "val_accuracy" in result and math.isfinite(result["val_accuracy"]):
-                    points.append((result["timestamp"] - started, result["val_accuracy"]))
+        for rows in recorded_epochs(folder / "out").values():
+            for row in rows:
+                if math.isfinite(row.get("val_accuracy", math.nan)):
+                    points.append((row["time"] - started, row["val_accuracy"]))
     return points
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,3 +29,22 @@ def tiny_mae_spec(experiment: str = "tiny") -> dict:
     raw["search"]["model.args.size"] = {"type": "choice", "values": ["tiny", "small"]}
     raw["budget"].update(trials=4, time_limit_minutes=None)
     return raw
+
+
+def recorded_epochs(out: Path) -> dict[str, list[dict]]:
+    """Each trial's recorded epochs in order (its metrics, with ``epoch`` and ``time``), read
+    straight from the search's record (a line still being written is skipped)."""
+    from trainables.outputs import RECORD_FILE
+
+    rows: dict[str, list[dict]] = {}
+    path = out / RECORD_FILE
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event["e"] == "trial":
+            rows.setdefault(event["id"], [])
+        elif event["e"] == "epoch":
+            rows[event["id"]].append({**event["metrics"], "epoch": event["epoch"], "time": event["t"]})
+    return rows

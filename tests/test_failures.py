@@ -3,13 +3,12 @@ that makes sense (a NaN is not retried), and the search goes on and says what ha
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.specs import tiny_mae_spec, write_spec
+from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.preflight import prepare_output
 from trainables.search import SearchOptions, run_search
@@ -49,8 +48,7 @@ def _trial(summary: dict, fault: str) -> dict:
 
 
 def _last_result(out: Path, trial_id: str) -> dict:
-    lines = (out / "tune" / f"trial_{trial_id}" / "result.json").read_text().splitlines()
-    return json.loads(lines[-1])
+    return recorded_epochs(out)[trial_id][-1]
 
 
 def _attempts(markers: Path, fault: str) -> int:

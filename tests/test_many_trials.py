@@ -3,13 +3,12 @@ hang and without the wait between trials growing."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 import pytest
 
-from tests.specs import tiny_mae_spec, write_spec
+from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.preflight import prepare_output
 from trainables.search import SearchOptions, run_search
@@ -38,9 +37,9 @@ def test_forty_trials_with_asha_do_not_leak(ray_cluster, tmp_path: Path) -> None
     # Each trial's first report, in start order: the gaps between them must not grow (a
     # trial holding its CPU after ASHA stopped it would make later ones wait longer).
     firsts = []
+    recorded = recorded_epochs(out)
     for trial in trials:
-        line = (out / "tune" / f"trial_{trial['trial_id']}" / "result.json").read_text().splitlines()[0]
-        firsts.append(json.loads(line)["timestamp"])
+        firsts.append(recorded[trial["trial_id"]][0]["time"])
     gaps = [b - a for a, b in zip(sorted(firsts), sorted(firsts)[1:])]
     early, late = statistics.median(gaps[:10]), statistics.median(gaps[-10:])
     assert late <= 3 * early + 2, (early, late, gaps)

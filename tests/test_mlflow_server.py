@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.preflight import prepare_output
 from trainables.search import SearchOptions, run_search
@@ -127,7 +127,7 @@ def test_server_goes_down_mid_search(ray_cluster, server: MlflowServer, tmp_path
 
     def stop_after_first_result() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list((out / "tune").glob("trial_*/result.json")):
+        while time.monotonic() < deadline and not any(recorded_epochs(out).values()):
             time.sleep(0.05)
         server.stop()
 

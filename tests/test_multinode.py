@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +65,7 @@ def _ray(*args: str, env: dict) -> None:
 
 
 def _results(out: Path) -> dict[str, list[dict]]:
-    found = {}
-    for path in (out / "tune").glob("trial_*/result.json"):
-        found[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return found
+    return recorded_epochs(out)
 
 
 def test_search_survives_losing_a_node(tmp_path: Path) -> None:
@@ -110,7 +107,7 @@ def test_search_survives_losing_a_node(tmp_path: Path) -> None:
         assert retried, "no trial saw the node die"
         results = _results(out)
         for trial in retried:  # continued from its checkpoint on the surviving node
-            assert results[f"trial_{trial['trial_id']}"][-1]["resumed_from_epoch"] >= 1
+            assert results[trial["trial_id"]][-1]["resumed_from_epoch"] >= 1
     finally:
         # Ray writes the node's own IP into its processes' --gcs-address, not 127.0.0.1.
         _kill_tree(f":{port}")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.specs import tiny_mae_spec, write_spec
-from trainables.preflight import SPEC_FILE, SUMMARY_FILE, TUNE_DIR, prepare_output
+from trainables.outputs import RECORD_FILE, SPEC_FILE
+from trainables.preflight import prepare_output
 from trainables.spec import SpecError, load_spec
 
 
@@ -26,27 +27,27 @@ def test_new_folder_gets_the_resolved_spec(spec, tmp_path: Path) -> None:
 def test_interrupted_search_is_continued_and_kept(spec, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_output(spec, out, resume=False)
-    (out / TUNE_DIR).mkdir()
-    (out / TUNE_DIR / "trial-result.json").write_text("{}")
+    started = '{"e": "session", "t": 1.0}\n'  # a launch began it and never ended it (Ctrl-C, kill -9)
+    (out / RECORD_FILE).write_text(started)
     assert prepare_output(spec, out, resume=False) is True
-    assert (out / TUNE_DIR / "trial-result.json").read_text() == "{}"
+    assert (out / RECORD_FILE).read_text() == started
 
 
 def test_finished_search_is_reopened_only_with_resume(spec, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_output(spec, out, resume=False)
-    (out / TUNE_DIR).mkdir()
-    (out / SUMMARY_FILE).write_text("{}")
+    finished = '{"e": "session", "t": 1.0}\n{"e": "session_end", "how": "finished", "t": 2.0}\n'
+    (out / RECORD_FILE).write_text(finished)
     with pytest.raises(SpecError, match="holds a finished search .*pass --resume"):
         prepare_output(spec, out, resume=False)
     assert prepare_output(spec, out, resume=True) is True
-    assert (out / SUMMARY_FILE).read_text() == "{}"
+    assert (out / RECORD_FILE).read_text() == finished
 
 
 def test_resume_with_a_different_spec_is_refused(spec, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_output(spec, out, resume=False)
-    (out / TUNE_DIR).mkdir()
+    (out / RECORD_FILE).write_text('{"e": "session", "t": 1.0}\n')
     other = spec.model_copy(update={"description": "changed"})
     for resume in (False, True):
         with pytest.raises(SpecError, match="holds a search with a different spec"):

@@ -4,6 +4,7 @@ ASHA, a real MLflow store), and `launch.py report` on finished, running and wron
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -18,7 +19,11 @@ from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.plots import learning_curves
 from trainables.preflight import prepare_output, write_split_manifest
-from trainables.report import CSV_FILE, HTML_FILE, REPORT_DIR, UNFINISHED, asha_rungs, gather
+from trainables.folder_lock import FolderLock
+from trainables.objective import Objective
+from trainables.outputs import RECORD_FILE, REPORT_DIR
+from trainables.record import SearchRecord
+from trainables.report import CSV_FILE, HTML_FILE, asha_rungs, gather
 from trainables.search import SearchOptions, run_search
 from trainables.searcher import build_scheduler
 from trainables.tracking import TRIAL_ID_TAG
@@ -94,20 +99,26 @@ def test_figures_reach_every_trials_run_and_the_parent_run(searched) -> None:
 @pytest.mark.slow
 def test_report_of_a_running_search_uses_what_the_trials_wrote_so_far(searched, tmp_path: Path) -> None:
     _, out = searched
-    running = tmp_path / "running"  # a search caught mid-way: no summary, a result line half written
+    running = tmp_path / "running"  # a search caught mid-way: one epoch each, a record line half written
     running.mkdir()
     shutil.copy(out / "spec.yaml", running / "spec.yaml")
     shutil.copy(out / "optuna.db", running / "optuna.db")
-    for trial in (out / "tune").glob("trial_*"):
-        target = running / "tune" / trial.name
-        target.mkdir(parents=True)
-        shutil.copy(trial / "params.json", target)
-        lines = (trial / "result.json").read_text().splitlines()
-        (target / "result.json").write_text("\n".join(lines[:1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
-    assert launch.main(["report", str(running)]) == 0
-    search = gather(running)
+    kept, seen = [], set()
+    for line in (out / RECORD_FILE).read_text().splitlines():
+        event = json.loads(line)
+        if event["e"] in ("session", "trial") or (event["e"] == "epoch" and event["id"] not in seen):
+            kept.append(line)
+            seen.add(event.get("id"))
+    (running / RECORD_FILE).write_text("\n".join(kept) + "\n" + kept[-1][: len(kept[-1]) // 2])
+    lock = FolderLock(running).acquire()  # its launch is still running
+    try:
+        assert launch.main(["report", str(running)]) == 0
+        search = gather(running)
+    finally:
+        lock.release()
     assert all(len(t.rows) == 1 for t in search.trials)
-    assert {t.status for t in search.trials} == {UNFINISHED}
+    assert {t.status for t in search.trials} == {"running"}
+    assert {t.status for t in gather(running).trials} == {"interrupted"}  # no launch holds it any more
     assert all(_is_png(running / REPORT_DIR / f"{name}.png") for name in CHARTS)
 
 
@@ -143,5 +154,6 @@ def test_asha_rungs_are_the_milestones_ray_uses(tmp_path: Path) -> None:
         raw["training"]["epochs"] = epochs
         raw["scheduler"].update(grace_period=grace, reduction_factor=factor)
         spec, _ = load_spec(str(write_spec(tmp_path, raw)))
-        ray_rungs = sorted(milestone for milestone, _ in build_scheduler(spec)._brackets[0]._rungs)
+        scheduler = build_scheduler(spec, SearchRecord(tmp_path, Objective(spec.metric, spec.mode)))
+        ray_rungs = sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs)
         assert asha_rungs(spec) == ray_rungs

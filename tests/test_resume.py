@@ -1,10 +1,10 @@
-"""kill -9 the launch process mid-search, run the same command again: the search continues."""
+"""Interruptions, for real: kill -9 of the launcher, Ctrl-C (SIGINT to its process group), and a
+second launch on a running folder. The same command continues a search where it stopped."""
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -15,90 +15,87 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
-from trainables.snapshots import SnapshotBackup, repair
-from trainables.tracking import TRIAL_ID_TAG
+from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
+from trainables.tracking import END_TAG, TRIAL_ID_TAG
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
 
 
-TRIALS = 6
-EPOCHS = 4
-
-
-def _results(out: Path) -> dict[str, list[dict]]:
-    """Every trial's reported results so far, from Tune's result.json files."""
-    found = {}
-    for path in (out / "tune").glob("trial_*/result.json"):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        found[path.parent.name.removeprefix("trial_")] = [json.loads(line) for line in lines]
-    return found
-
-
-def _study_trials(out: Path) -> int:
-    """Trials in the search's persisted Optuna study, read from this (another) process."""
-    if not (out / "optuna.db").exists():  # reading would create it, racing the search's own creation
-        return 0
-    try:
-        return len(optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'optuna.db'}").trials)
-    except (KeyError, ValueError, RuntimeError):  # not created yet
-        return 0
+def _command(spec_file: Path, out: Path) -> list[str]:
+    return [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out), "--quiet"]
 
 
 def _launch(spec_file: Path, out: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out), "--quiet"],
-        cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-        start_new_session=True,  # its own process group: kill -9 takes the embedded Ray with it
-    )
+    return subprocess.Popen(_command(spec_file, out), cwd=PROJECT_ROOT, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=ENV,
+                            start_new_session=True)  # its own process group, as a terminal's job
 
 
-@pytest.mark.slow
-def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
-    raw = tiny_mae_spec("resume")
-    raw["search"]["model.args.size"] = {"type": "choice", "values": ["small"]}
-    raw["training"].update(epochs=EPOCHS, max_steps_per_epoch=6)
-    raw["scheduler"] = {"type": "none"}  # every trial runs its full budget: a clean count
-    raw["budget"] = {"trials": TRIALS, "max_concurrent": 2}
-    spec_file = write_spec(tmp_path, raw)
-    out = tmp_path / "out"
+def _run(spec_file: Path, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(spec_file, out), cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
 
-    first = _launch(spec_file, out, tmp_path / "first.log")
-    deadline = time.monotonic() + 240
-    seen_live = 0  # trials this (second) process read from the study while the search ran
-    while True:
-        seen_live = max(seen_live, _study_trials(out))
-        assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-        assert first.poll() is None, "the search ended before it could be killed"
-        results = _results(out)
-        finished = [t for t, rows in results.items() if rows and rows[-1].get("finished")]
-        running = [t for t, rows in results.items() if rows and not rows[-1].get("finished")]
-        if len(finished) >= 2 and running:
-            break
+
+def _wait_for(first: subprocess.Popen, log: Path, ready, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        assert first.poll() is None, "the search ended before it could be interrupted:\n" + log.read_text()[-3000:]
         time.sleep(0.2)
-    assert seen_live >= 2, "the persisted Optuna study was not readable while the search ran"
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait(timeout=30)
-    interrupted = set(running)
-    done_before = set(finished)
-    time.sleep(2)  # let the killed Ray processes go
 
-    second = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out), "--quiet"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-    )
+
+def _ended(out: Path) -> set[str]:
+    path = out / "record.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {e["id"] for e in (json.loads(line) for line in lines[:-1]) if e["e"] == "end"}
+
+
+def _spec(tmp_path: Path, name: str, trials: int, epochs: int, asha: bool, concurrency: int) -> Path:
+    raw = tiny_mae_spec(name)
+    raw["search"]["model.args.size"] = {"type": "choice", "values": ["small"]}
+    raw["training"].update(epochs=epochs, max_steps_per_epoch=6)
+    raw["scheduler"] = {"type": "asha", "grace_period": 1, "reduction_factor": 2} if asha else {"type": "none"}
+    raw["searcher"] = {"type": "optuna", "seed": 3, "startup_trials": 2}
+    raw["budget"] = {"trials": trials, "max_concurrent": concurrency}
+    return write_spec(tmp_path, raw, f"{name}.yaml")
+
+
+def _assert_every_epoch_once(out: Path, epochs_of: dict[str, int]) -> None:
+    for trial_id, rows in recorded_epochs(out).items():
+        assert [r["epoch"] for r in rows] == list(range(1, epochs_of[trial_id] + 1)), (trial_id, rows)
+
+
+def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
+    trials, epochs = 6, 4
+    spec_file = _spec(tmp_path, "resume", trials, epochs, asha=False, concurrency=2)
+    out = tmp_path / "out"
+    first = _launch(spec_file, out, tmp_path / "first.log")
+
+    def two_done_one_running() -> bool:
+        rows = recorded_epochs(out)
+        return len(_ended(out)) >= 2 and any(r and r[-1]["epoch"] < epochs for r in rows.values())
+
+    _wait_for(first, tmp_path / "first.log", two_done_one_running)
+    done_before = _ended(out)
+    os.killpg(first.pid, signal.SIGKILL)  # the launcher and its embedded Ray, with no warning
+    first.wait(timeout=30)
+    time.sleep(2)  # let the killed Ray processes go
+    interrupted = {t for t, rows in recorded_epochs(out).items() if t not in done_before and rows}
+
+    second = _run(spec_file, out)  # the same command; the dead launch's lock does not block it
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "Resuming the search" in second.stdout
 
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["trials"]) == TRIALS
-    assert all(t["status"] == "finished" and t["epochs"] == EPOCHS for t in summary["trials"])
-    results = _results(out)
-    for trial_id in done_before:  # finished trials were kept, not run again
-        assert [r["epoch"] for r in results[trial_id]] == list(range(1, EPOCHS + 1))
+    assert summary["state"] == "finished" and len(summary["trials"]) == trials
+    assert all(t["status"] == "finished" and t["epochs"] == epochs for t in summary["trials"])
+    _assert_every_epoch_once(out, {t["trial_id"]: epochs for t in summary["trials"]})
+    rows = recorded_epochs(out)
+    for trial_id in done_before:  # ended trials were kept, not run again
+        assert all(r["resumed_from_epoch"] == 0 for r in rows[trial_id])
     for trial_id in interrupted:  # unfinished ones continued from their last checkpoint
-        last = results[trial_id][-1]
-        assert last["epoch"] == EPOCHS
-        assert last["resumed_from_epoch"] >= 1, results[trial_id]
+        assert rows[trial_id][-1]["resumed_from_epoch"] >= 1, rows[trial_id]
 
     info = summary["mlflow"]
     client = MlflowClient(info["tracking_uri"])
@@ -107,26 +104,83 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert sorted(r.data.tags[TRIAL_ID_TAG] for r in runs) == sorted(t["trial_id"] for t in summary["trials"])
     assert len(client.search_runs([info["experiment_id"]], filter_string="tags.`hpsearch.role` = 'search'")) == 1
 
-    # The persisted study (what optuna-dashboard reads) was continued, not started again.
+    # The persisted study (what optuna-dashboard reads) was continued: one trial per search
+    # trial, none asked twice, every epoch an intermediate value.
     stored = optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'optuna.db'}")
-    assert len(stored.trials) == TRIALS and {t.state.name for t in stored.trials} == {"COMPLETE"}
-
-    # Optuna kept its history: one study trial per search trial, none asked twice.
-    state_file = sorted((out / "tune").glob("searcher-state-*.pkl"))[-1]  # names carry the start time
-    study = pickle.loads(state_file.read_bytes())["_ot_study"]
-    assert len(study.trials) == TRIALS
-    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    assert len(stored.trials) == trials and {t.state.name for t in stored.trials} == {"COMPLETE"}
+    assert all(sorted(t.intermediate_values) == list(range(1, epochs + 1)) for t in stored.trials)
 
 
-def test_snapshot_cut_short_by_a_kill_is_repaired_from_its_last_complete_copy(tmp_path: Path) -> None:
-    state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
-    state.write_text(json.dumps({"trial_data": ["a", "b"]}))
-    backup = SnapshotBackup(tmp_path)
-    backup.on_step_end(iteration=1, trials=[])
-    state.write_text('{"trial_data": ["a", "b", "c"')  # a kill -9 in the middle of Tune's write
-    backup._last_check = 0.0
-    backup.on_step_end(iteration=2, trials=[])  # an incomplete file is never backed up
-    assert repair(tmp_path) == [state.name]
-    assert json.loads(state.read_text()) == {"trial_data": ["a", "b"]}
-    assert repair(tmp_path) == []  # whole files are left alone
+def test_ctrl_c_interrupts_truthfully_and_the_same_command_continues(tmp_path: Path) -> None:
+    trials, epochs = 4, 5
+    spec_file = _spec(tmp_path, "ctrlc", trials, epochs, asha=False, concurrency=2)
+    out = tmp_path / "out"
+    log = tmp_path / "first.log"
+    first = _launch(spec_file, out, log)
+    _wait_for(first, log, lambda: sum(len(r) for r in recorded_epochs(out).values()) >= 3)
 
+    # A second launch on the running folder: refused at once, in one line naming the search.
+    started = time.monotonic()
+    busy = _run(spec_file, out, timeout=60)
+    assert busy.returncode == 2 and time.monotonic() - started < 15
+    lines = busy.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a search is running there" in lines[0] and f"process {first.pid}" in lines[0]
+
+    os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+    assert first.wait(timeout=60) == 130, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Interrupted" in text and "same command" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "interrupted"
+    assert {t["status"] for t in summary["trials"]} <= {"finished", "interrupted"}
+    cut = [t for t in summary["trials"] if t["status"] == "interrupted"]
+    assert cut and not (out / "best").exists()
+    info = summary["mlflow"]
+    client = MlflowClient(info["tracking_uri"])
+    assert client.get_run(info["parent_run_id"]).info.status == "KILLED"
+    for run in client.search_runs([info["experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'"):
+        if run.data.tags[TRIAL_ID_TAG] in {t["trial_id"] for t in cut}:
+            assert run.info.status == "KILLED" and run.data.tags[END_TAG] == "interrupted"
+
+    second = _run(spec_file, out)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "finished" and len(summary["trials"]) == trials
+    assert all(t["status"] == "finished" for t in summary["trials"])
+    _assert_every_epoch_once(out, {t["trial_id"]: epochs for t in summary["trials"]})
+    runs = client.search_runs([info["experiment_id"]],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == trials
+
+
+def _decisions(out: Path) -> list[tuple]:
+    """Trial by trial, in the order they were issued: configuration, how it ended, epochs, values."""
+    summary = json.loads((out / "summary.json").read_text())
+    by_id = {t["trial_id"]: t for t in summary["trials"]}
+    rows = recorded_epochs(out)
+    order = [json.loads(line)["id"] for line in (out / "record.jsonl").read_text().splitlines()
+             if json.loads(line)["e"] == "trial"]
+    return [(json.dumps(by_id[t]["config"], sort_keys=True), by_id[t]["status"], by_id[t]["rung"],
+             [round(r["val_mse"], 5) for r in rows[t]]) for t in order]
+
+
+def test_continued_search_makes_the_stop_decisions_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    """The same seeded TPE + ASHA search, once straight through and once interrupted (Ctrl-C,
+    then the same command): the same configurations, stopped at the same rungs."""
+    spec_file = _spec(tmp_path, "decide", trials=7, epochs=4, asha=True, concurrency=1)
+    straight = _run(spec_file, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
+
+    out = tmp_path / "interrupted"
+    log = tmp_path / "first.log"
+    first = _launch(spec_file, out, log)
+    _wait_for(first, log, lambda: len(_ended(out)) >= 3 and len(recorded_epochs(out)) > len(_ended(out)))
+    os.killpg(first.pid, signal.SIGINT)
+    assert first.wait(timeout=60) == 130, log.read_text()[-3000:]
+    continued = _run(spec_file, out)
+    assert continued.returncode == 0, continued.stdout[-3000:] + continued.stderr[-3000:]
+
+    expected = _decisions(tmp_path / "straight")
+    assert any(status == "stopped early" for _, status, _, _ in expected)  # ASHA had decisions to make
+    assert _decisions(out) == expected

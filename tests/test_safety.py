@@ -17,6 +17,7 @@ import torch
 from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.checkpoints import STATE_FILE, load_state
+from trainables.outputs import RECORD_FILE
 from trainables.cluster import connect
 from trainables.preflight import prepare_output
 from trainables.search import SearchOptions, run_search
@@ -74,7 +75,7 @@ def test_resources_no_node_has_are_refused_at_once(ray_cluster, tmp_path: Path) 
     with pytest.raises(SpecError, match="no trial can ever start: a worker needs 64 CPU and 0 GPU, "
                                         "but the largest node has 2 CPU"):
         run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
-    assert not (out / "tune").exists()  # nothing started, so the same folder can be used again
+    assert not (out / RECORD_FILE).exists()  # nothing started, so the same folder can be used again
     assert prepare_output(spec, out, resume=False) is False
 
 

@@ -14,7 +14,7 @@ from trainables import load_model, load_spec
 from trainables.checkpoints import REPORT_FILE
 from trainables.preflight import check_data_and_model, dry_run_report, prepare_output
 from trainables.search import SearchOptions, run_search
-from trainables.summary import EXPERIMENT_SUMMARY_FILE
+from trainables.outputs import EXPERIMENT_SUMMARY_FILE
 
 SPACES = sorted(path.name for path in SEARCH_SPACES.glob("*.yaml"))
 # Shrink any search to seconds; the data settings stay as shipped.

@@ -98,6 +98,9 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
         start_epoch = state["epoch"] + 1
         best_value, epochs_since_best = state["best_value"], state["epochs_since_best"]
         trial_seconds = state["metrics"][TRIAL_SECONDS]
+        # The random stream as it was after that epoch (masks, dropout, augmentation): the
+        # trial goes on as if it had never stopped.
+        torch.random.set_rng_state(state["rng"])
         session.report(state["metrics"])
         if state["metrics"]["finished"]:
             return
@@ -159,6 +162,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
             "metrics": metrics,
             "best_value": best_value,
             "epochs_since_best": epochs_since_best,
+            "rng": torch.random.get_rng_state(),
         }
         if session.rank == 0:
             figures = None
