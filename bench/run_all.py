@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.common import machine
 
 BENCHMARKS = ("loop_throughput", "data_throughput", "tracking_overhead", "trial_start", "trial_overhead",
+              "trial_marginal",
               "search_efficiency")
 
 

@@ -1,14 +1,15 @@
 """Trial overhead: N trials x R reports with W seconds of work between reports, 2 at a time.
 
 Wall time over the ideal (N * R * W / 2), side by side for
-- the service's own trial path (``run_search``: spec, trial driver, generic loop with a
-  checkpoint per report, MLflow tracking, snapshots), random search and no early stopping
-  so every trial reports R times;
+- the service's own trial path (``launch_search``: spec, trial driver, generic loop with a
+  checkpoint per report, the search's record, MLflow tracking, the Optuna study), random
+  search and no early stopping so every trial reports R times;
 - bare Ray Tune with its default settings (a new actor per trial);
 - bare Ray Tune with actor reuse.
 The service's row is the whole search (spec and data checks, MLflow set-up, summary, best
 export and report included); a second row is its Tune run alone, comparable with the bare rows.
 Target: the service at most 1.10 (Ray's own bookkeeping release test allows 1.28).
+bench/trial_marginal.py measures what one more trial costs.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class Workload:
         return self.trials * self.reports * self.work_s / self.concurrency
 
 
-FULL = Workload(trials=200, reports=10, work_s=0.1)
+FULL = Workload(trials=1000, reports=10, work_s=0.1)
 QUICK = Workload(trials=6, reports=3, work_s=0.05)
 FULL_REPEATS = 3
+
 
 
 def service_spec(work: Workload) -> dict:
@@ -111,7 +113,7 @@ def run_bare_tune(work: Workload, reuse_actors: bool) -> float:
 
 def main(quick: bool = False, work: Workload | None = None) -> Table:
     work = work or (QUICK if quick else FULL)
-    # The full workload takes 2 to 4 minutes a variant on 2 CPUs: about 25 minutes for 3 runs each.
+    # The full workload takes about 9 to 10 minutes a variant on 2 CPUs: about 90 minutes for 3 runs each.
     repeats = 1 if quick else FULL_REPEATS
     service_trial_phase: list[float] = []
     with ray_cluster(num_cpus=work.concurrency):
