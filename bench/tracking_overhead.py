@@ -48,9 +48,10 @@ def epoch_seconds(quick: bool) -> float:
 
     session = LocalSession()
     raw = workload("MAE tiny", epochs=2, steps=3 if quick else 20)
-    start = time.perf_counter()
-    train_loop(SearchSpec.model_validate(raw), session, cpus=1)
-    return (time.perf_counter() - start) / len(session.reports)
+    with scratch("epoch") as folder:  # it checkpoints every epoch, as in a search
+        start = time.perf_counter()
+        train_loop(SearchSpec.model_validate(raw), session, folder / "trial", cpus=1)
+        return (time.perf_counter() - start) / len(session.reports)
 
 
 def main(quick: bool = False) -> Table:

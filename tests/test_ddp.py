@@ -48,7 +48,8 @@ def _train(tmp_path: Path, name: str, workers: int, batch_size: int) -> tuple[di
 def test_two_workers_match_one_worker_with_twice_the_batch(ray_cluster, tmp_path: Path) -> None:
     single, single_out = _train(tmp_path, "single", workers=1, batch_size=2 * BATCH)
     ddp, ddp_out = _train(tmp_path, "ddp", workers=2, batch_size=BATCH)
-    assert "ddp-" in ddp["trials"][0]["checkpoint"] and "ddp-" not in single["trials"][0]["checkpoint"]
+    # The two-worker trial ran as a Ray Train run (its folder), the one-worker trial in the trial process.
+    assert (ddp_out / "ddp" / f"ddp-{ddp['trials'][0]['trial_id']}").is_dir() and not (single_out / "ddp").exists()
     single_weights = load_state(single_out / "best")["model"]
     ddp_weights = load_state(ddp_out / "best")["model"]
     assert single_weights.keys() == ddp_weights.keys()

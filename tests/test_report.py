@@ -108,7 +108,8 @@ def test_report_of_a_running_search_uses_what_the_trials_wrote_so_far(searched, 
         event = json.loads(line)
         if event["e"] in ("session", "trial") or (event["e"] == "epoch" and event["id"] not in seen):
             kept.append(line)
-            seen.add(event.get("id"))
+            if event["e"] == "epoch":
+                seen.add(event["id"])
     (running / RECORD_FILE).write_text("\n".join(kept) + "\n" + kept[-1][: len(kept[-1]) // 2])
     lock = FolderLock(running).acquire()  # its launch is still running
     try:

@@ -31,7 +31,7 @@ def progress_reporter(spec: SearchSpec) -> Any:
     return CLIReporter(
         parameter_columns={path: _short_name(path) for path in search_columns(spec)},
         metric_columns={"epoch": "epoch", spec.metric: spec.metric, "best_value": "best", "epoch_time_s": "s/epoch"},
-        sort_by_metric=True,  # by TuneConfig's metric and mode
+        # Not sorted: Ray 2.60 sorts with None for a trial that has not reported yet, and raises.
         max_report_frequency=15,
     )
 
