@@ -37,6 +37,9 @@ raise_open_files() {
 
 case ${1:-} in
 setup)
+    # The token opens the cluster to whoever reads it: its owner only, on machines that
+    # others log in to (Ray writes it, and file_mounts copy it, readable by all).
+    if [[ -f $HOME/.ray/auth_token ]]; then chmod 600 "$HOME/.ray/auth_token"; fi
     if python3 -c 'import sys, ray, torch, optuna, mlflow, h5py; sys.exit(not ray.__version__.startswith("2.60."))' 2>/dev/null; then
         echo "node.sh: dependencies present"
     else
@@ -75,7 +78,7 @@ stop-mlflow)
 start-head)
     shift
     # `ray stop` first: a re-run of `ray up` restarts the head. It stops every Ray process of
-    # the machine, so the head's machine is no worker's.
+    # the machine, a worker's sharing it included (the autoscaler starts that one again).
     ray stop
     raise_open_files
     # No training on the head (--num-cpus=0): it runs the search drivers, the dashboard and

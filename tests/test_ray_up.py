@@ -65,5 +65,6 @@ def test_ray_up_runs_a_search_that_survives_a_worker_restart(tmp_path: Path) -> 
     model = load_model(tmp_path / "fetched" / "best")
     assert sum(p.numel() for p in model.parameters()) > 0
 
+    assert figures["token_mode"] == "0o600"  # readable by its owner only, on every node
     # `ray down` (after the MLflow server's stop) left no process of the cluster running.
     assert figures["left_running"] == [], figures["left_running"]
