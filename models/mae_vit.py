@@ -133,6 +133,12 @@ def spectral_angle(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return (angle * pixels).sum() / pixels.sum()
 
 
+def masked_patch_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error of [B, L, s*p*p] patches over the masked tokens (mask [B, L], 1 = masked)."""
+    per_token = ((pred - target) ** 2).mean(dim=-1)  # [B, L]
+    return (per_token * mask).sum() / mask.sum()
+
+
 def variance_deficit(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean of relu(var_true - var_pred) across each pixel's masked bands.
 
@@ -331,18 +337,42 @@ class MaskedAutoencoderViT(nn.Module):
         """Per-patch mean and std of [B, L, s*p*p] patches, as MAE's norm_pix_loss uses them."""
         return target.mean(dim=-1, keepdim=True), (target.var(dim=-1, keepdim=True) + 1e-6).sqrt()
 
+    def loss_target(self, cube: Tensor) -> Tensor:
+        """[B, C, H, W] -> the patches [B, L, s*p*p] the decoder learns to predict (float32):
+        per-patch normalised with norm_pix_loss, as they are otherwise."""
+        target = self.patchify(cube.float())
+        if self.norm_pix_loss:
+            mean, std = self.target_stats(target)
+            target = (target - mean) / std
+        return target
+
+    def baseline_mse(self, cube: Tensor, mask: Tensor) -> Tensor:
+        """The masked-patch MSE of a trivial prediction: each band's mean over the crop's visible pixels.
+
+        The same crop, the same masked patches and the same units as `mse` (with
+        norm_pix_loss the prediction is normalised with the true patch's statistics, as the
+        target is), so `mse` below this is what the model learned beyond the band means it
+        can see. A band with no visible pixel in the crop is predicted as 0, the dataset's
+        band mean after the data kind's standardisation.
+        """
+        cube = cube.float()
+        patch_dim = self.spectral_patch * self.patch_size**2
+        visible = 1.0 - self.unpatchify(mask[..., None].expand(-1, -1, patch_dim))  # [B, C, H, W]
+        means = (cube * visible).sum(dim=(2, 3)) / visible.sum(dim=(2, 3)).clamp_min(1)  # [B, C]
+        baseline = self.patchify(means[..., None, None].expand_as(cube))
+        if self.norm_pix_loss:
+            mean, std = self.target_stats(self.patchify(cube))
+            baseline = (baseline - mean) / std
+        return masked_patch_mse(baseline, self.loss_target(cube), mask)
+
     def forward_loss(self, cube: Tensor, pred: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Weighted sum of the loss parts on masked patches; parts returned detached for logging.
 
         cube [B, C, H, W], pred [B, L, s*p*p], mask [B, L] with 1 = masked.
         """
         # float32: under bf16 autocast, the sums over bands and pixels lose precision.
-        pred, target = pred.float(), self.patchify(cube.float())
-        if self.norm_pix_loss:
-            mean, std = self.target_stats(target)
-            target = (target - mean) / std
-        mse = ((pred - target) ** 2).mean(dim=-1)  # [B, L]
-        mse = (mse * mask).sum() / mask.sum()
+        pred, target = pred.float(), self.loss_target(cube)
+        mse = masked_patch_mse(pred, target, mask)
         # The spectral terms work per pixel, so on the cube layout.
         mask_cube = self.unpatchify(mask[..., None].expand_as(pred))
         pred_cube, target_cube = self.unpatchify(pred), self.unpatchify(target)
@@ -388,7 +418,8 @@ class MaskedAutoencoderViT(nn.Module):
     def validation_metrics(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
-        """Batch means of loss, mse, sam (degrees), psnr and ssim of the filled-in cube.
+        """Batch means of loss, mse, sam (degrees), psnr and ssim of the filled-in cube, and
+        `baseline_mse`, the mse of predicting each band's visible mean on the same patches.
 
         Seed `generator` the same way to mask the same tokens and get the same numbers.
         """
@@ -398,6 +429,7 @@ class MaskedAutoencoderViT(nn.Module):
         metrics = self.forward_loss(cube, pred, mask)
         del metrics["variance"], metrics["range"]  # training regularisers, not quality measures
         metrics["sam"] = torch.rad2deg(metrics["sam"])
+        metrics["baseline_mse"] = self.baseline_mse(cube, mask)
         recon, _ = self.fill_masked(cube, pred, mask)
         metrics["psnr"], metrics["ssim"] = band_image_metrics(recon, cube)
         return metrics
