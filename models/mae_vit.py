@@ -346,20 +346,25 @@ class MaskedAutoencoderViT(nn.Module):
             target = (target - mean) / std
         return target
 
-    def baseline_mse(self, cube: Tensor, mask: Tensor) -> Tensor:
-        """The masked-patch MSE of a trivial prediction: each band's mean over the crop's visible pixels.
+    def band_mean_prediction(self, cube: Tensor, mask_cube: Tensor) -> Tensor:
+        """The trivial prediction [B, C, H, W]: every pixel of each band is that band's mean over
+        the crop's visible pixels (mask_cube [B, C, H, W], 1 = masked).
 
-        The same crop, the same masked patches and the same units as `mse` (with
-        norm_pix_loss the prediction is normalised with the true patch's statistics, as the
-        target is), so `mse` below this is what the model learned beyond the band means it
-        can see. A band with no visible pixel in the crop is predicted as 0, the dataset's
-        band mean after the data kind's standardisation.
+        A band with no visible pixel in the crop is predicted as 0, the dataset's band mean
+        after the data kind's standardisation.
+        """
+        visible = 1.0 - mask_cube
+        means = (cube * visible).sum(dim=(2, 3)) / visible.sum(dim=(2, 3)).clamp_min(1)  # [B, C]
+        return means[..., None, None].expand_as(cube)
+
+    def baseline_mse(self, cube: Tensor, mask: Tensor) -> Tensor:
+        """The masked-patch MSE of `band_mean_prediction`: the same crop, the same masked
+        patches and the same units as `mse` (with norm_pix_loss the prediction is normalised
+        with the true patch's statistics, as the target is), so `mse` below it is what the
+        model learned beyond the band means it can see. mask [B, L], 1 = masked.
         """
         cube = cube.float()
-        patch_dim = self.spectral_patch * self.patch_size**2
-        visible = 1.0 - self.unpatchify(mask[..., None].expand(-1, -1, patch_dim))  # [B, C, H, W]
-        means = (cube * visible).sum(dim=(2, 3)) / visible.sum(dim=(2, 3)).clamp_min(1)  # [B, C]
-        baseline = self.patchify(means[..., None, None].expand_as(cube))
+        baseline = self.patchify(self.band_mean_prediction(cube, self.mask_cube(mask)))
         if self.norm_pix_loss:
             mean, std = self.target_stats(self.patchify(cube))
             baseline = (baseline - mean) / std
@@ -374,7 +379,7 @@ class MaskedAutoencoderViT(nn.Module):
         pred, target = pred.float(), self.loss_target(cube)
         mse = masked_patch_mse(pred, target, mask)
         # The spectral terms work per pixel, so on the cube layout.
-        mask_cube = self.unpatchify(mask[..., None].expand_as(pred))
+        mask_cube = self.mask_cube(mask)
         pred_cube, target_cube = self.unpatchify(pred), self.unpatchify(target)
         parts = {
             "mse": mse,
@@ -385,9 +390,17 @@ class MaskedAutoencoderViT(nn.Module):
         loss = sum(self.loss_weights[name] * value for name, value in parts.items())
         return {"loss": loss, **{name: value.detach() for name, value in parts.items()}}
 
+    def forward_prediction(self, cube: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Mask, encode, decode: predicted patches [B, L, s*p*p] and mask [B, L] (1 = masked)."""
+        latent, mask, ids_restore = self.forward_encoder(cube, generator)
+        return self.forward_decoder(latent, ids_restore), mask
+
+    def mask_cube(self, mask: Tensor) -> Tensor:
+        """Token mask [B, L] -> [B, C, H, W], 1 where a value is masked."""
+        return self.unpatchify(mask[..., None].expand(-1, -1, self.spectral_patch * self.patch_size**2))
+
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        latent, mask, ids_restore = self.forward_encoder(batch["cube"])
-        pred = self.forward_decoder(latent, ids_restore)
+        pred, mask = self.forward_prediction(batch["cube"])
         return self.forward_loss(batch["cube"], pred, mask)
 
     def fill_masked(self, cube: Tensor, pred: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -402,7 +415,7 @@ class MaskedAutoencoderViT(nn.Module):
             # std leak into the reconstruction and PSNR/SSIM measure structure only.
             mean, std = self.target_stats(self.patchify(cube.float()))
             pred = pred * std + mean
-        mask_cube = self.unpatchify(mask[..., None].expand_as(pred)).to(cube.dtype)
+        mask_cube = self.mask_cube(mask).to(cube.dtype)
         recon = torch.where(mask_cube.bool(), self.unpatchify(pred).to(cube.dtype), cube)
         return recon, mask_cube
 
@@ -411,8 +424,7 @@ class MaskedAutoencoderViT(nn.Module):
         self, cube: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Mask, encode, decode: (reconstruction [B, C, H, W], mask [B, C, H, W] with 1 = masked)."""
-        latent, mask, ids_restore = self.forward_encoder(cube, generator)
-        return self.fill_masked(cube, self.forward_decoder(latent, ids_restore), mask)
+        return self.fill_masked(cube, *self.forward_prediction(cube, generator))
 
     @torch.no_grad()
     def validation_metrics(
@@ -424,8 +436,7 @@ class MaskedAutoencoderViT(nn.Module):
         Seed `generator` the same way to mask the same tokens and get the same numbers.
         """
         cube = batch["cube"]
-        latent, mask, ids_restore = self.forward_encoder(cube, generator)
-        pred = self.forward_decoder(latent, ids_restore)
+        pred, mask = self.forward_prediction(cube, generator)
         metrics = self.forward_loss(cube, pred, mask)
         del metrics["variance"], metrics["range"]  # training regularisers, not quality measures
         metrics["sam"] = torch.rad2deg(metrics["sam"])
@@ -445,10 +456,13 @@ class MaskedAutoencoderViT(nn.Module):
         """
         cube = batch["cube"].float()
         recon, mask = self.reconstruct(cube, generator)
+        # The trivial prediction `baseline_mse` scores, filled in the same masked patches: a
+        # reconstruction that learned nothing looks like it.
+        baseline = torch.where(mask.bool(), self.band_mean_prediction(cube, mask), cube)
         return {
-            "mae_reconstruction": reconstruction_figure(cube, recon, mask),
+            "mae_reconstruction": reconstruction_figure(cube, recon, mask, baseline),
             "mae_band_error": band_error_figure(cube, recon, mask),
-            "mae_spectra": spectra_figure(cube, recon, mask),
+            "mae_spectra": spectra_figure(cube, recon, mask, baseline),
         }
 
 
@@ -457,14 +471,16 @@ def rgb_bands(bands: int) -> list[int]:
     return [min(bands - 1, round(bands * f)) for f in (0.8, 0.5, 0.2)]
 
 
-def reconstruction_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> "Figure":
-    """Rows: cubes [B, C, H, W]; columns: input, masked input (masked values black), reconstruction."""
+def reconstruction_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor) -> "Figure":
+    """Rows: cubes [B, C, H, W]; columns: input, masked input (masked values black), the band-mean
+    baseline and the reconstruction, both filled into the masked patches."""
     bands = rgb_bands(cube.shape[1])
     masked_input = torch.where(mask.bool(), cube.min(), cube)
-    figure, axes = new_figure(len(cube), 3)
+    panels = {"input": cube, "masked input": masked_input, "band-mean baseline": baseline, "reconstruction": recon}
+    figure, axes = new_figure(len(cube), len(panels))
     for row in range(len(cube)):
-        reference = cube[row, bands]  # one stretch per row, so the three panels compare
-        for ax, image, title in zip(axes[row], (cube, masked_input, recon), ("input", "masked input", "reconstruction")):
+        reference = cube[row, bands]  # one stretch per row, so the panels compare
+        for ax, (title, image) in zip(axes[row], panels.items()):
             show_image(ax, image[row, bands], f"{title} (cube {row})", reference)
     return figure
 
@@ -483,9 +499,9 @@ def band_error_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> "Figure":
     return figure
 
 
-def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, pixels: int = 3) -> "Figure":
-    """Input against reconstructed spectrum at the centre pixel of the first `pixels` cubes;
-    masked bands shaded."""
+def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor, pixels: int = 3) -> "Figure":
+    """Input against reconstructed and band-mean baseline spectra at the centre pixel of the first
+    `pixels` cubes; masked bands shaded."""
     count = min(pixels, len(cube))
     row, col = cube.shape[2] // 2, cube.shape[3] // 2
     figure, axes = new_figure(1, count, width=3.4, height=2.6)
@@ -494,6 +510,7 @@ def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, pixels: int = 3) -
             ax.axvspan(first - 0.5, last + 0.5, color="0.88", linewidth=0)
         ax.plot(as_numpy(cube[index, :, row, col]), label="input")
         ax.plot(as_numpy(recon[index, :, row, col]), "--", label="reconstruction")
+        ax.plot(as_numpy(baseline[index, :, row, col]), ":", color="0.4", label="band-mean baseline")
         ax.set_title(f"cube {index}, pixel ({row}, {col})", fontsize=8)
         ax.set_xlabel("band", fontsize=8)
     axes[0, 0].legend(fontsize=7, title="shaded: masked", title_fontsize=7)
