@@ -14,6 +14,7 @@ from data.hyperspectral import (
 from data.index_split import IndexSplit, split_indices
 from data.keypoints import KeypointImages, KeypointsDataConfig, SyntheticKeypoints, build_keypoint_datasets
 from data.kinds import DATA_KINDS, DataConfig, DataSplits, build_splits
+from data.mnist1d import Mnist1dDataConfig, build_mnist1d_datasets
 from data.segmentation import (
     SegmentationAugment,
     SegmentationDataConfig,
@@ -40,6 +41,8 @@ __all__ = [
     "prepare_images",
     "IndexSplit",
     "split_indices",
+    "Mnist1dDataConfig",
+    "build_mnist1d_datasets",
     "KeypointImages",
     "KeypointsDataConfig",
     "SyntheticKeypoints",

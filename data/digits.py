@@ -30,6 +30,9 @@ from data.index_split import IndexSplit, split_indices
 from data.lazy_h5 import LazyFile
 
 IMAGES, LABELS = "images", "labels"  # dataset names inside the file
+# A held-out test split, when a file has one, is a group of that name in the same layout
+# (`test/images`, `test/labels`): never trained on, never used to select a model.
+TEST = "test"
 # Bump whenever the written file changes, so cached files are not reused.
 DIGITS_FILE_VERSION = 1
 
@@ -67,6 +70,7 @@ class ImagesData:
     labels: np.ndarray  # (N,) int64 class ids
     channel_mean: list[float]
     channel_std: list[float]
+    images_key: str = IMAGES  # the dataset read: `images`, or `test/images` for a test split
 
 
 def write_sklearn_digits(path: str | Path) -> None:
@@ -88,18 +92,40 @@ def prepare_images(cfg: DigitsDataConfig) -> ImagesData:
     else:
         path = Path(cfg.path).expanduser().resolve()
     with open_hdf5(path) as f:
-        shape = array_shape(f, IMAGES, "(N, C, H, W)", ndim=4)
-        label_shape = array_shape(f, LABELS, "(N,) integer class ids", ndim=1)
-        if label_shape != shape[:1] or f[LABELS].dtype.kind not in "iu":
-            raise DataError(f"{path}: dataset '{LABELS}' has shape {label_shape} and dtype {f[LABELS].dtype} "
-                            f"but expected ({shape[0]},) integer class ids, one per image of '{IMAGES}'")
-        labels = f[LABELS][()].astype(np.int64)
-    if labels.min() < 0:
-        raise DataError(f"{path}: dataset '{LABELS}' holds class id {labels.min()} but expected ids >= 0")
+        shape, labels = _read_images_and_labels(f, IMAGES, LABELS)
     if shape[0] < 2:
         raise DataError(f"{path}: dataset '{IMAGES}' holds {shape[0]} image(s) but expected at least 2 (train and val)")
     mean, std = _channel_stats(path, shape[1])
     return ImagesData(str(path), shape, labels, mean, std)
+
+
+def _read_images_and_labels(f: h5py.File, images_key: str, labels_key: str) -> tuple[tuple[int, ...], np.ndarray]:
+    """The shape of images `images_key` and the labels `labels_key` of open file `f`, checked to match."""
+    shape = array_shape(f, images_key, "(N, C, H, W)", ndim=4)
+    label_shape = array_shape(f, labels_key, "(N,) integer class ids", ndim=1)
+    if label_shape != shape[:1] or f[labels_key].dtype.kind not in "iu":
+        raise DataError(f"{f.filename}: dataset '{labels_key}' has shape {label_shape} and dtype {f[labels_key].dtype} "
+                        f"but expected ({shape[0]},) integer class ids, one per image of '{images_key}'")
+    labels = f[labels_key][()].astype(np.int64)
+    if labels.min() < 0:
+        raise DataError(f"{f.filename}: dataset '{labels_key}' holds class id {labels.min()} but expected ids >= 0")
+    return shape, labels
+
+
+def prepare_test_images(prepared: ImagesData) -> ImagesData | None:
+    """The file's held-out test split (group `test`), standardised with the training images' stats; None without one.
+
+    The stats stay those of `images`, so nothing about the test split reaches training.
+    """
+    with open_hdf5(prepared.path) as f:
+        if TEST not in f:
+            return None
+        images_key, labels_key = f"{TEST}/{IMAGES}", f"{TEST}/{LABELS}"
+        shape, labels = _read_images_and_labels(f, images_key, labels_key)
+    if shape[1:] != prepared.shape[1:]:
+        raise DataError(f"{prepared.path}: dataset '{images_key}' holds images of shape {shape[1:]} but "
+                        f"'{IMAGES}' holds {prepared.shape[1:]}; expected the same (C, H, W)")
+    return ImagesData(prepared.path, shape, labels, prepared.channel_mean, prepared.channel_std, images_key)
 
 
 def _channel_stats(path: Path, channels: int) -> tuple[list[float], list[float]]:
@@ -154,12 +180,13 @@ class ImageDataset(Dataset):
         if self._preload:
             image = self._in_memory()[index]
         else:
-            image = torch.from_numpy(normalised(self._file[IMAGES][self.indices[index]], self._mean, self._scale))
+            image = torch.from_numpy(normalised(self._file[self.prepared.images_key][self.indices[index]],
+                                                self._mean, self._scale))
         return {IMAGES: image, LABELS: self._labels[index]}  # image: [C, H, W]
 
     def _in_memory(self) -> torch.Tensor:
         if self._images is None or self._owner_pid != os.getpid():
-            whole = self._file[IMAGES][()]  # one read of the file's images; this split's are kept
+            whole = self._file[self.prepared.images_key][()]  # one read of the file's images; this split's are kept
             images = normalised(whole[np.asarray(self.indices)], self._mean, self._scale)
             self._images, self._owner_pid = torch.from_numpy(images), os.getpid()
         return self._images

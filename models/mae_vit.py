@@ -133,6 +133,12 @@ def spectral_angle(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return (angle * pixels).sum() / pixels.sum()
 
 
+def masked_patch_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error of [B, L, s*p*p] patches over the masked tokens (mask [B, L], 1 = masked)."""
+    per_token = ((pred - target) ** 2).mean(dim=-1)  # [B, L]
+    return (per_token * mask).sum() / mask.sum()
+
+
 def variance_deficit(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean of relu(var_true - var_pred) across each pixel's masked bands.
 
@@ -331,20 +337,49 @@ class MaskedAutoencoderViT(nn.Module):
         """Per-patch mean and std of [B, L, s*p*p] patches, as MAE's norm_pix_loss uses them."""
         return target.mean(dim=-1, keepdim=True), (target.var(dim=-1, keepdim=True) + 1e-6).sqrt()
 
+    def loss_target(self, cube: Tensor) -> Tensor:
+        """[B, C, H, W] -> the patches [B, L, s*p*p] the decoder learns to predict (float32):
+        per-patch normalised with norm_pix_loss, as they are otherwise."""
+        target = self.patchify(cube.float())
+        if self.norm_pix_loss:
+            mean, std = self.target_stats(target)
+            target = (target - mean) / std
+        return target
+
+    def band_mean_prediction(self, cube: Tensor, mask_cube: Tensor) -> Tensor:
+        """The trivial prediction [B, C, H, W]: every pixel of each band is that band's mean over
+        the crop's visible pixels (mask_cube [B, C, H, W], 1 = masked).
+
+        A band with no visible pixel in the crop is predicted as 0, the dataset's band mean
+        after the data kind's standardisation.
+        """
+        visible = 1.0 - mask_cube
+        means = (cube * visible).sum(dim=(2, 3)) / visible.sum(dim=(2, 3)).clamp_min(1)  # [B, C]
+        return means[..., None, None].expand_as(cube)
+
+    def baseline_mse(self, cube: Tensor, mask: Tensor) -> Tensor:
+        """The masked-patch MSE of `band_mean_prediction`: the same crop, the same masked
+        patches and the same units as `mse` (with norm_pix_loss the prediction is normalised
+        with the true patch's statistics, as the target is), so `mse` below it is what the
+        model learned beyond the band means it can see. mask [B, L], 1 = masked.
+        """
+        cube = cube.float()
+        baseline = self.patchify(self.band_mean_prediction(cube, self.mask_cube(mask)))
+        if self.norm_pix_loss:
+            mean, std = self.target_stats(self.patchify(cube))
+            baseline = (baseline - mean) / std
+        return masked_patch_mse(baseline, self.loss_target(cube), mask)
+
     def forward_loss(self, cube: Tensor, pred: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Weighted sum of the loss parts on masked patches; parts returned detached for logging.
 
         cube [B, C, H, W], pred [B, L, s*p*p], mask [B, L] with 1 = masked.
         """
         # float32: under bf16 autocast, the sums over bands and pixels lose precision.
-        pred, target = pred.float(), self.patchify(cube.float())
-        if self.norm_pix_loss:
-            mean, std = self.target_stats(target)
-            target = (target - mean) / std
-        mse = ((pred - target) ** 2).mean(dim=-1)  # [B, L]
-        mse = (mse * mask).sum() / mask.sum()
+        pred, target = pred.float(), self.loss_target(cube)
+        mse = masked_patch_mse(pred, target, mask)
         # The spectral terms work per pixel, so on the cube layout.
-        mask_cube = self.unpatchify(mask[..., None].expand_as(pred))
+        mask_cube = self.mask_cube(mask)
         pred_cube, target_cube = self.unpatchify(pred), self.unpatchify(target)
         parts = {
             "mse": mse,
@@ -355,9 +390,17 @@ class MaskedAutoencoderViT(nn.Module):
         loss = sum(self.loss_weights[name] * value for name, value in parts.items())
         return {"loss": loss, **{name: value.detach() for name, value in parts.items()}}
 
+    def forward_prediction(self, cube: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Mask, encode, decode: predicted patches [B, L, s*p*p] and mask [B, L] (1 = masked)."""
+        latent, mask, ids_restore = self.forward_encoder(cube, generator)
+        return self.forward_decoder(latent, ids_restore), mask
+
+    def mask_cube(self, mask: Tensor) -> Tensor:
+        """Token mask [B, L] -> [B, C, H, W], 1 where a value is masked."""
+        return self.unpatchify(mask[..., None].expand(-1, -1, self.spectral_patch * self.patch_size**2))
+
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        latent, mask, ids_restore = self.forward_encoder(batch["cube"])
-        pred = self.forward_decoder(latent, ids_restore)
+        pred, mask = self.forward_prediction(batch["cube"])
         return self.forward_loss(batch["cube"], pred, mask)
 
     def fill_masked(self, cube: Tensor, pred: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -372,7 +415,7 @@ class MaskedAutoencoderViT(nn.Module):
             # std leak into the reconstruction and PSNR/SSIM measure structure only.
             mean, std = self.target_stats(self.patchify(cube.float()))
             pred = pred * std + mean
-        mask_cube = self.unpatchify(mask[..., None].expand_as(pred)).to(cube.dtype)
+        mask_cube = self.mask_cube(mask).to(cube.dtype)
         recon = torch.where(mask_cube.bool(), self.unpatchify(pred).to(cube.dtype), cube)
         return recon, mask_cube
 
@@ -381,23 +424,23 @@ class MaskedAutoencoderViT(nn.Module):
         self, cube: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Mask, encode, decode: (reconstruction [B, C, H, W], mask [B, C, H, W] with 1 = masked)."""
-        latent, mask, ids_restore = self.forward_encoder(cube, generator)
-        return self.fill_masked(cube, self.forward_decoder(latent, ids_restore), mask)
+        return self.fill_masked(cube, *self.forward_prediction(cube, generator))
 
     @torch.no_grad()
     def validation_metrics(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
-        """Batch means of loss, mse, sam (degrees), psnr and ssim of the filled-in cube.
+        """Batch means of loss, mse, sam (degrees), psnr and ssim of the filled-in cube, and
+        `baseline_mse`, the mse of predicting each band's visible mean on the same patches.
 
         Seed `generator` the same way to mask the same tokens and get the same numbers.
         """
         cube = batch["cube"]
-        latent, mask, ids_restore = self.forward_encoder(cube, generator)
-        pred = self.forward_decoder(latent, ids_restore)
+        pred, mask = self.forward_prediction(cube, generator)
         metrics = self.forward_loss(cube, pred, mask)
         del metrics["variance"], metrics["range"]  # training regularisers, not quality measures
         metrics["sam"] = torch.rad2deg(metrics["sam"])
+        metrics["baseline_mse"] = self.baseline_mse(cube, mask)
         recon, _ = self.fill_masked(cube, pred, mask)
         metrics["psnr"], metrics["ssim"] = band_image_metrics(recon, cube)
         return metrics
@@ -413,10 +456,13 @@ class MaskedAutoencoderViT(nn.Module):
         """
         cube = batch["cube"].float()
         recon, mask = self.reconstruct(cube, generator)
+        # The trivial prediction `baseline_mse` scores, filled in the same masked patches: a
+        # reconstruction that learned nothing looks like it.
+        baseline = torch.where(mask.bool(), self.band_mean_prediction(cube, mask), cube)
         return {
-            "mae_reconstruction": reconstruction_figure(cube, recon, mask),
+            "mae_reconstruction": reconstruction_figure(cube, recon, mask, baseline),
             "mae_band_error": band_error_figure(cube, recon, mask),
-            "mae_spectra": spectra_figure(cube, recon, mask),
+            "mae_spectra": spectra_figure(cube, recon, mask, baseline),
         }
 
 
@@ -425,14 +471,16 @@ def rgb_bands(bands: int) -> list[int]:
     return [min(bands - 1, round(bands * f)) for f in (0.8, 0.5, 0.2)]
 
 
-def reconstruction_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> "Figure":
-    """Rows: cubes [B, C, H, W]; columns: input, masked input (masked values black), reconstruction."""
+def reconstruction_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor) -> "Figure":
+    """Rows: cubes [B, C, H, W]; columns: input, masked input (masked values black), the band-mean
+    baseline and the reconstruction, both filled into the masked patches."""
     bands = rgb_bands(cube.shape[1])
     masked_input = torch.where(mask.bool(), cube.min(), cube)
-    figure, axes = new_figure(len(cube), 3)
+    panels = {"input": cube, "masked input": masked_input, "band-mean baseline": baseline, "reconstruction": recon}
+    figure, axes = new_figure(len(cube), len(panels))
     for row in range(len(cube)):
-        reference = cube[row, bands]  # one stretch per row, so the three panels compare
-        for ax, image, title in zip(axes[row], (cube, masked_input, recon), ("input", "masked input", "reconstruction")):
+        reference = cube[row, bands]  # one stretch per row, so the panels compare
+        for ax, (title, image) in zip(axes[row], panels.items()):
             show_image(ax, image[row, bands], f"{title} (cube {row})", reference)
     return figure
 
@@ -451,9 +499,9 @@ def band_error_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> "Figure":
     return figure
 
 
-def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, pixels: int = 3) -> "Figure":
-    """Input against reconstructed spectrum at the centre pixel of the first `pixels` cubes;
-    masked bands shaded."""
+def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor, pixels: int = 3) -> "Figure":
+    """Input against reconstructed and band-mean baseline spectra at the centre pixel of the first
+    `pixels` cubes; masked bands shaded."""
     count = min(pixels, len(cube))
     row, col = cube.shape[2] // 2, cube.shape[3] // 2
     figure, axes = new_figure(1, count, width=3.4, height=2.6)
@@ -462,6 +510,7 @@ def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, pixels: int = 3) -
             ax.axvspan(first - 0.5, last + 0.5, color="0.88", linewidth=0)
         ax.plot(as_numpy(cube[index, :, row, col]), label="input")
         ax.plot(as_numpy(recon[index, :, row, col]), "--", label="reconstruction")
+        ax.plot(as_numpy(baseline[index, :, row, col]), ":", color="0.4", label="band-mean baseline")
         ax.set_title(f"cube {index}, pixel ({row}, {col})", fontsize=8)
         ax.set_xlabel("band", fontsize=8)
     axes[0, 0].legend(fontsize=7, title="shaded: masked", title_fontsize=7)
