@@ -81,9 +81,6 @@ def _ray_sockets(mode: str) -> list[tuple[str, str]]:
     return sockets
 
 
-@pytest.mark.xfail(strict=False, raises=AssertionError,
-                   reason="trainables/cluster.py's connect() does not yet start Ray with ENABLE_RAY_CLUSTER "
-                   "off: Ray's GCS, raylet and worker ports listen on every address")
 def test_embedded_search_ray_listens_on_loopback_only() -> None:
     sockets = _ray_sockets("connect")
     assert all(_is_loopback(local) for local, _ in sockets), sockets

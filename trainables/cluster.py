@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Set before Ray starts, so every worker process inherits them.
@@ -46,10 +48,28 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[st
     # runtime_env carries the settings to every trial and Train worker.
     # "local" starts a new embedded cluster even when another search's cluster runs on this
     # machine (address=None would join it).
-    context = ray.init(address=address or "local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
-                       logging_level="WARNING", configure_logging=True,
-                       runtime_env={"env_vars": dict(RAY_ENV)})
+    with _loopback_only(embedded=address is None):
+        context = ray.init(address=address or "local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
+                           logging_level="WARNING", configure_logging=True,
+                           runtime_env={"env_vars": dict(RAY_ENV)})
     return getattr(context, "dashboard_url", None) or None, True
+
+
+@contextmanager
+def _loopback_only(embedded: bool) -> Iterator[None]:
+    """An embedded cluster's ports on loopback only. Ray 2.60 binds its GCS, raylet, object
+    manager and worker ports to every address unless the node's address is 127.0.0.1, which
+    ray.init picks only with multi-node clusters off (its default on macOS and Windows; no
+    public option). Off for this ray.init alone: the environment variable that does the same
+    would reach child processes and break a `ray start --address` there."""
+    from ray._private import ray_constants
+
+    previous = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = previous and not embedded
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous
 
 
 def autoscaler_max_resources() -> dict[str, float] | None:
