@@ -44,7 +44,12 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
     if spec.experiments:
         echo(f"Experiment matrix: {write_experiment_summary(record, spec)}")
     best_dir = export_best(record)
+    test = None
     if best_dir:
+        test = _test_metrics(best_dir)
+        if test:
+            echo("Best model on the held-out test split (touched once, now): "
+                 + ", ".join(f"{k}={v:.4g}" for k, v in test.items()))
         report_path = write_model_report(best_dir)
         if report_path:
             echo(f"Best model's report on its validation split: {report_path}")
@@ -52,15 +57,34 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
     best = record.best_trial()
     tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value(record.objective),
                                               "epoch": best.best_epoch(record.objective)},
-                   best_dir, failed=best is None, registered_model=spec.registered_model)
+                   best_dir, failed=best is None, registered_model=spec.registered_model, test=test)
     record.close(SEARCH_FINISHED)
-    path = write_summary(record, spec.experiment, best_dir, tracker.info())
+    path = write_summary(record, spec.experiment, best_dir, tracker.info(), {"test": test} if test else None)
     echo(print_trials(record, spec, seconds, path, best_dir))
     echo(_write_report(record.out_dir, tracker))
     if tracker.writer.pending:
         echo(f"MLflow: {tracker.writer.pending} writes are waiting for {tracker.tracking_uri}; "
              f"once it is reachable, run: python launch.py sync {record.out_dir}")
     return json.loads(path.read_text())
+
+
+def _test_metrics(best_dir: Path) -> dict[str, float] | None:
+    """The exported model's metrics on the data's held-out test split (kinds with an official
+    one, e.g. mnist1d), named test_<metric>; None without a test split. Selection used the
+    validation split only: this is the first and only time a model meets the test split."""
+    import torch
+
+    from data import build_splits
+    from trainables.checkpoints import load_config, load_model
+    from trainables.loop import evaluate
+    from trainables.spec import SearchSpec
+
+    spec = SearchSpec.model_validate(load_config(best_dir))
+    test = build_splits(spec.data).test
+    if test is None:
+        return None
+    loader = torch.utils.data.DataLoader(test, batch_size=spec.training.batch_size)
+    return {f"test_{k}": v for k, v in evaluate(load_model(best_dir), loader, torch.device("cpu")).items()}
 
 
 def _write_report(out_dir: Path, tracker: Any) -> str:

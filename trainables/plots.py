@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -74,26 +74,28 @@ def best_so_far(search: SearchData) -> Figure:
     return figure
 
 
-def parallel_coordinates(study: optuna.Study) -> Figure:
+def parallel_coordinates(study: optuna.Study, budget: str) -> Figure:
     """Optuna's parallel-coordinate plot of the study's scored trials (one line each)."""
     with _quiet():
         ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study)
     ax.figure.set_size_inches(10, 4.8)
+    ax.set_title(f"Parallel coordinates, {budget}", fontsize=10)
     return ax.figure
 
 
-def param_importances(study: optuna.Study) -> Figure:
-    """Optuna's importance plot (its default evaluator, fANOVA) for the study's scored trials;
-    a note instead when fewer than two trials have a score."""
+def param_importances(study: optuna.Study, evaluator: Any, budget: str) -> Figure:
+    """Optuna's importance plot for the study's scored trials, with the evaluator the report's
+    importances.csv used; a note instead when fewer than two trials have a score."""
     scored = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if scored < MIN_COMPLETE_TRIALS:
         figure = Figure(figsize=(8, 2), dpi=90)
-        figure.text(0.5, 0.5, f"Hyperparameter importance needs {MIN_COMPLETE_TRIALS} trials with a final score; "
-                    f"the study has {scored}.", ha="center", va="center")
+        figure.text(0.5, 0.5, f"Hyperparameter importance needs {MIN_COMPLETE_TRIALS} trials with a score "
+                    f"({budget}); there are {scored}.", ha="center", va="center")
         return figure
     with _quiet():
-        ax = optuna.visualization.matplotlib.plot_param_importances(study)
+        ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator)
     ax.figure.set_size_inches(8, max(2.5, 0.45 * len(ax.patches) + 1.2))
+    ax.set_title(f"Hyperparameter importance (fANOVA), {budget}", fontsize=10)
     return ax.figure
 
 

@@ -21,12 +21,14 @@ import yaml
 from trainables.distributions import optuna_scalar
 from trainables.folder_lock import is_running
 from trainables.objective import Objective, is_number
-from trainables.outputs import BEST_DIR, FIGURES_DIR, OPTUNA_DB, REPORT_DIR, SPEC_FILE, study_storage_url
+from trainables.outputs import BEST_DIR, FIGURES_DIR, OPTUNA_DB, REPORT_DIR, SPEC_FILE, SUMMARY_FILE, study_storage_url
 from trainables.record import FAILED, FINISHED, STOPPED, TIME_ATTRS, SearchRecord
 from trainables.spec import EXPERIMENT_KEY, SearchSpec
 
 CSV_FILE = "trials.csv"
 HTML_FILE = "report.html"
+IMPORTANCES_FILE = "importances.csv"
+MIN_BUDGET_TRIALS = 3  # trials that must have reached a budget for comparing them there
 
 
 class NotASearchError(FileNotFoundError):
@@ -53,6 +55,7 @@ class SearchData:
     best_trial_id: str | None
     study: optuna.Study
     params: list[str]  # the searched hyperparameters
+    best_test: dict[str, float] | None  # the best model's test-split metrics, once the search has ended
 
     @property
     def finished(self) -> bool:
@@ -108,9 +111,10 @@ def gather(out_dir: Path) -> SearchData:
     best = record.best_trial() or record.objective.best(record.trials.values(),
                                                        key=lambda t: t.best_value(record.objective))
     params = [EXPERIMENT_KEY] if spec.experiments else list(spec.search)
+    summary = json.loads((out_dir / SUMMARY_FILE).read_text()) if (out_dir / SUMMARY_FILE).exists() else {}
     return SearchData(out_dir=out_dir, spec=spec, trials=trials, state="running" if live else record.state,
                       best_trial_id=best.trial_id if best else None, study=load_study(spec, out_dir, trials),
-                      params=params)
+                      params=params, best_test=(summary.get("best") or {}).get("test"))
 
 
 def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optuna.Study:
@@ -144,6 +148,52 @@ def study_from_trials(spec: SearchSpec, trials: list[TrialData]) -> optuna.Study
     return study
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A common budget: the epoch at which every trial that reached it is compared."""
+
+    epoch: int
+    trials: int
+
+    @property
+    def label(self) -> str:
+        return f"at epoch {self.epoch} ({self.trials} trials reached it)"
+
+
+def common_budget(search: SearchData) -> Budget | None:
+    """The highest epoch (an ASHA rung, when the scheduler counts epochs) that at least half of
+    the trials with a value reached, and at least MIN_BUDGET_TRIALS of them: a pruned search
+    is then explained by all its trials, not by the few that finished."""
+    reached = [t.rows[-1]["epoch"] for t in search.trials if t.rows]
+    if not reached:
+        return None
+    candidates = [int(r) for r in search.rungs] if search.rungs and search.time_attr == "epoch" \
+        else list(range(1, max(reached) + 1))
+    need = max(MIN_BUDGET_TRIALS, math.ceil(len(reached) / 2))
+    found = None
+    for epoch in sorted(candidates):
+        count = sum(last >= epoch for last in reached)
+        if count >= need:
+            found = Budget(epoch, count)
+    return found
+
+
+def budget_study(search: SearchData, budget: Budget) -> optuna.Study:
+    """A study of every trial that reached the budget, scored by its value at that epoch."""
+    spec = search.spec
+    distributions = {EXPERIMENT_KEY: optuna.distributions.CategoricalDistribution(list(spec.experiments))} \
+        if spec.experiments else {path: dist.to_optuna() for path, dist in spec.search.items()}
+    study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
+    for trial in search.trials:
+        value = next((row[spec.metric] for row in trial.rows if row["epoch"] == budget.epoch), None)
+        if value is None:
+            continue
+        params = {path: optuna_scalar(trial.config[path]) for path in distributions if path in trial.config}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={p: distributions[p] for p in params},
+                                                  value=value))
+    return study
+
+
 def write_report(out_dir: Path) -> Path:
     """Write ``<out>/report/`` (charts, trials.csv, report.html); returns that folder."""
     from trainables import plots
@@ -152,11 +202,16 @@ def write_report(out_dir: Path) -> Path:
     search = gather(out_dir)
     folder = out_dir / REPORT_DIR
     folder.mkdir(exist_ok=True)
+    budget = common_budget(search)
+    # At a common budget when enough trials reached one; otherwise the final scores.
+    study, label = (budget_study(search, budget), budget.label) if budget else (search.study, "final scores")
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same numbers in the chart and the file
+    write_importances(study, evaluator, budget, folder / IMPORTANCES_FILE)
     charts = {
         "learning_curves": plots.learning_curves(search),
         "best_so_far": plots.best_so_far(search),
-        "parallel_coordinates": plots.parallel_coordinates(search.study),
-        "param_importances": plots.param_importances(search.study),
+        "parallel_coordinates": plots.parallel_coordinates(study, label),
+        "param_importances": plots.param_importances(study, evaluator, label),
     }
     images = {}
     for name, figure in charts.items():
@@ -168,6 +223,17 @@ def write_report(out_dir: Path) -> Path:
         csv.writer(handle).writerows([header, *rows])
     (folder / HTML_FILE).write_text(render_html(search, images, header, rows, best_trial_figures(search)))
     return folder
+
+
+def write_importances(study: optuna.Study, evaluator: Any, budget: Budget | None, path: Path) -> None:
+    """importances.csv: hyperparameter, importance, budget (the epoch compared at, or 'final')."""
+    scored = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    importances = optuna.importance.get_param_importances(study, evaluator=evaluator) if len(scored) >= 2 else {}
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["hyperparameter", "importance", "budget"])
+        for name, value in importances.items():
+            writer.writerow([name, value, f"epoch {budget.epoch}" if budget else "final"])
 
 
 def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 CHART_TITLES = {
     "learning_curves": "Learning curves (dotted: ASHA rungs; x: stopped early or failed)",
     "best_so_far": "Best value so far against wall time",
-    "parallel_coordinates": "Hyperparameters against the metric (trials with a final score)",
-    "param_importances": "Hyperparameter importance (Optuna, fANOVA)",
+    "parallel_coordinates": "Hyperparameters against the metric, every trial at a common budget (named on the chart)",
+    "param_importances": "Hyperparameter importance (Optuna, fANOVA) at that budget (also in importances.csv)",
 }
 STYLE = """
 body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1300px; }
@@ -44,6 +44,9 @@ def render_html(search: SearchData, charts: dict[str, Path], header: list[str], 
         f"searcher {_e(spec.searcher.type)}, scheduler {_e(spec.scheduler.type)}; {len(search.trials)} trials; "
         f"search {_e(state)}. Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} from {_e(str(search.out_dir))}.</p>",
     ]
+    if search.best_test:
+        parts.append("<p class='meta'>Best model on the held-out test split (selection used validation only): "
+                     + ", ".join(f"<b>{_e(k)}</b> {v:.4g}" for k, v in search.best_test.items()) + ".</p>")
     for name, path in charts.items():
         parts += [f"<h2>{_e(CHART_TITLES.get(name, name))}</h2>", _img(path, name)]
     parts += ["<h2>Trials, best first (also in trials.csv)</h2>", _table(header, rows, search.best_trial_id)]

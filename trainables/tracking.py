@@ -339,11 +339,12 @@ class SearchTracker:
         return TrialRuns(self, record)
 
     def finish(self, best: dict[str, Any] | None, best_dir: Path | None, failed: bool = False,
-               registered_model: str | None = None) -> None:
+               registered_model: str | None = None, test: dict[str, float] | None = None) -> None:
         """Close the parent run; with ``registered_model``, the best checkpoint (logged as the
         run's ``best_checkpoint`` artifact) becomes that model's next version."""
         if best is not None:
-            self.writer.log(SEARCH_KEY, metrics=[("best_value", best["value"], 0)],
+            self.writer.log(SEARCH_KEY, metrics=[("best_value", best["value"], 0),
+                                                 *((k, v, 0) for k, v in (test or {}).items())],
                             tags={"hpsearch.best_trial_id": best["trial_id"], "hpsearch.best_epoch": str(best["epoch"])})
         if best_dir is not None:
             self.writer.log_artifacts(SEARCH_KEY, best_dir, artifact_path=BEST_ARTIFACTS)
