@@ -76,6 +76,9 @@ BAD_SPECS = [
     ("matrix and search together", "experiments", {"base": {}},
      "experiments: an experiment matrix runs exactly its experiments; remove the search section"),
     ("bad experiment name", "experiment", "../escape", "experiment: String should match pattern"),
+    ("experiment name longer than a file name", "experiment", "x" * 256,
+     "experiment: String should have at most 255 characters"),
+    ("true where a number is expected", "training/epochs", True, "training.epochs: Input should be a valid integer"),
 ]
 
 
@@ -95,6 +98,16 @@ def test_not_yaml_names_the_line(tmp_path: Path) -> None:
     spec_file.write_text("experiment: x\nmodel: {name: mae_vit\n")
     with pytest.raises(SpecError, match=r"broken.yaml: line \d+: not valid YAML"):
         load_spec(str(spec_file))
+
+
+def test_a_key_given_twice_names_it_and_its_line(tmp_path: Path) -> None:
+    spec_file = tmp_path / "twice.yaml"
+    text = yaml.safe_dump(tiny_mae_spec(), sort_keys=False).replace("  epochs: 3\n", "  epochs: 3\n  epochs: 30\n")
+    spec_file.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(str(spec_file))
+    line = text.splitlines().index("  epochs: 30") + 1
+    assert str(caught.value) == f"{spec_file}: line {line}: not valid YAML (key 'epochs' is given twice)"
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
@@ -134,6 +147,8 @@ def test_overrides_apply_with_file_validation(tmp_path: Path) -> None:
         load_spec(str(spec_file), ["training.epoch=3"])
     with pytest.raises(SpecError, match="expected --set key.path=value"):
         load_spec(str(spec_file), ["training.epochs"])
+    with pytest.raises(SpecError, match=r"training.epochs: Input should be a valid integer"):
+        load_spec(str(spec_file), ["training.epochs=true"])
 
 
 def test_trial_spec_writes_sampled_values_into_the_resolved_spec(tmp_path: Path) -> None:

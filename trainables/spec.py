@@ -42,7 +42,9 @@ class SpecError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: YAML has already typed every value, so `true` where a number is expected (or
+    # "3" where an int is) is a mistake to name, not to convert (lax pydantic reads true as 1).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ModelSpec(_Section):
@@ -123,7 +125,8 @@ class RegistrySpec(_Section):
 
 
 class SearchSpec(_Section):
-    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # also the results folder name
+    # Also the results folder's name, so at most what a file name may be (255 bytes).
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=255)
     description: str = ""
     # Python modules imported (on the driver and in every trial) before models and data are
     # built: where your own @register_model factories live, e.g. [my_project.models].
@@ -164,12 +167,25 @@ def resolve_space_path(name_or_path: str) -> Path:
     raise SpecError(f"{name_or_path}: no such file (and not in search_spaces/: {known})")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(name_or_path: str, overrides: list[str] = ()) -> tuple[SearchSpec, Path]:
     """Read, override (``key.path=value``) and validate a spec; return it with its file's path."""
     path = resolve_space_path(name_or_path)
     where = _display_path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark else ""
