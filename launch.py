@@ -2,7 +2,7 @@
 `python launch.py sync OUT` to send MLflow what it missed while unreachable, and
 `python launch.py report OUT` to draw a search's report.
 
-Parses arguments, loads and checks the spec, then hands over to trainables.search. Every
+Parses arguments, loads and checks the spec, then hands over to trainables.search.run. Every
 input problem ends here as one line on stderr and exit status 2, before Ray starts.
 """
 
@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainables.folder_lock import FolderBusyError
-from trainables.record import SEARCH_INTERRUPTED
-from trainables.spec import SpecError, load_spec
+from trainables.prepare.folder_lock import FolderBusyError
+from trainables.results.record import SEARCH_INTERRUPTED
+from trainables.spec.schema import SpecError, load_spec
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -40,8 +40,8 @@ def sync(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="launch.py sync", description=sync.__doc__)
     parser.add_argument("out", type=Path, help="the output folder of a search")
     out = parser.parse_args(argv).out
-    from trainables.summary import update_tracking_info
-    from trainables.tracking import sync_folder
+    from trainables.results.summary import update_tracking_info
+    from trainables.tracking.runs import sync_folder
 
     try:
         info = sync_folder(out)
@@ -62,9 +62,10 @@ def report(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="launch.py report", description=report.__doc__)
     parser.add_argument("out", type=Path, help="the output folder of a search")
     out = parser.parse_args(argv).out
-    from trainables.folder_lock import is_running
-    from trainables.report import HTML_FILE, NotASearchError, write_report
-    from trainables.tracking import log_report_folder
+    from trainables.prepare.folder_lock import is_running
+    from trainables.results.report import HTML_FILE, write_report
+    from trainables.results.search_data import NotASearchError
+    from trainables.tracking.runs import log_report_folder
 
     try:
         folder = write_report(out)
@@ -87,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         spec, spec_path = load_spec(args.space, args.overrides)
-        from trainables import preflight
+        from trainables.prepare import preflight
 
         out_dir = args.out or preflight.default_out_dir(spec)
         if args.dry_run:
             preflight.check_data_and_model(spec, spec_path.name)
             print(preflight.dry_run_report(spec, out_dir))
             return 0
-        from trainables.search import SearchOptions, launch_search
+        from trainables.search.run import SearchOptions, launch_search
 
         options = SearchOptions(out_dir=out_dir, mlflow_uri=args.mlflow_uri, address=args.address,
                                 resume=args.resume, verbose=0 if args.quiet else 1)

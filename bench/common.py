@@ -73,7 +73,7 @@ def ray_cluster(num_cpus: int | None = None) -> Iterator[None]:
     """One embedded Ray cluster for every variant of a benchmark, started the service's way."""
     import ray
 
-    from trainables.cluster import connect
+    from trainables.search.cluster import connect
 
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     _, started = connect(num_cpus=num_cpus)
@@ -95,8 +95,8 @@ def launch_quietly(raw_spec: dict[str, Any], folder: Path, options: Any = None) 
     (so one Ray cluster serves every run), through the same entry. The summary."""
     import yaml
 
-    from trainables.search import SearchOptions, launch_search
-    from trainables.spec import load_spec
+    from trainables.search.run import SearchOptions, launch_search
+    from trainables.spec.schema import load_spec
 
     spec_file = folder / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(raw_spec, sort_keys=False))

@@ -66,7 +66,7 @@ def loader_per_second(dataset, batch_size: int, workers: int, batches: int) -> f
 
 def main(quick: bool = False) -> Table:
     from data import build_splits
-    from trainables.spec import SearchSpec
+    from trainables.spec.schema import SearchSpec
 
     repeats = 1 if quick else REPEATS
     passes = 1 if quick else 20

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,8 +49,8 @@ def workload(name: str, epochs: int, steps: int) -> dict:
 
 
 def generic_loop(raw: dict) -> float:
-    from trainables.loop import train_loop
-    from trainables.spec import SearchSpec
+    from trainables.trial.loop import train_loop
+    from trainables.spec.schema import SearchSpec
 
     session = LocalSession()
     with scratch("loop") as folder:  # it checkpoints every epoch, as in a search
@@ -63,7 +62,7 @@ def hand_written_loop(raw: dict) -> float:
     """What a user writes by hand for the same training (the baseline)."""
     from data import build_splits
     from models import create_model
-    from trainables.spec import SearchSpec
+    from trainables.spec.schema import SearchSpec
 
     spec = SearchSpec.model_validate(raw)
     cfg = spec.training

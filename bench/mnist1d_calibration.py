@@ -25,8 +25,8 @@ SEED = 20261201  # the calibration's own draws: not any seed the comparison uses
 
 
 def main(configs: int) -> dict:
-    from trainables.loop import train_loop
-    from trainables.spec import SearchSpec, trial_spec
+    from trainables.trial.loop import train_loop
+    from trainables.spec.schema import SearchSpec, trial_spec
 
     spec = SearchSpec.model_validate(problem_spec())
     space = {path: dist.to_optuna() for path, dist in spec.search.items()}

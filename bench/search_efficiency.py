@@ -90,9 +90,9 @@ class _Best:
 
 def _test_accuracy(folder: Path | None) -> float:
     from data import build_splits
-    from trainables.checkpoints import load_config, load_model
-    from trainables.loop import evaluate
-    from trainables.spec import SearchSpec
+    from trainables.trial.checkpoints import load_config, load_model
+    from trainables.trial.loop import evaluate
+    from trainables.spec.schema import SearchSpec
 
     if folder is None:
         return math.nan
@@ -115,8 +115,8 @@ class _Session:
 
 def optuna_run(seed: int, budget_s: float) -> Run:
     """Optuna alone, TPE + Hyperband, two threads in one process."""
-    from trainables.loop import train_loop
-    from trainables.spec import SearchSpec, trial_spec
+    from trainables.trial.loop import train_loop
+    from trainables.spec.schema import SearchSpec, trial_spec
 
     spec = SearchSpec.model_validate(method_spec(seed, budget_s, tpe_asha=True))
     space = {path: dist.to_optuna() for path, dist in spec.search.items()}
@@ -157,8 +157,8 @@ def bare_tune_run(seed: int, budget_s: float) -> Run:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from trainables.loop import train_loop
-    from trainables.spec import SearchSpec, trial_spec
+    from trainables.trial.loop import train_loop
+    from trainables.spec.schema import SearchSpec, trial_spec
 
     spec = SearchSpec.model_validate(method_spec(seed, budget_s, tpe_asha=True))
     run, best = Run(), _Best()

@@ -25,7 +25,7 @@ METRICS = ["train_loss", "train_mse", "train_sam", "train_variance", "train_rang
 
 def per_report_ms(reports: int) -> tuple[float, float]:
     """(ms on the caller's thread, ms of the write itself) per report."""
-    from trainables.tracking import RunWriter, local_tracking_uri
+    from trainables.tracking.runs import RunWriter, local_tracking_uri
 
     with scratch("tracking") as folder:
         writer = RunWriter(local_tracking_uri(folder), folder, "bench_tracking")
@@ -43,8 +43,8 @@ def per_report_ms(reports: int) -> tuple[float, float]:
 
 def epoch_seconds(quick: bool) -> float:
     """Wall time of one epoch (training and validation) of the default MAE search's tiny size."""
-    from trainables.loop import train_loop
-    from trainables.spec import SearchSpec
+    from trainables.trial.loop import train_loop
+    from trainables.spec.schema import SearchSpec
 
     session = LocalSession()
     raw = workload("MAE tiny", epochs=2, steps=3 if quick else 20)

@@ -76,7 +76,7 @@ class TuneFit(Callback):
 def run_service(work: Workload, trial_phase: list[float]) -> float:
     """The whole search's wall time (checks, MLflow, Tune, summary, report); Tune's part of it
     is appended to ``trial_phase``."""
-    from trainables.search import SearchOptions
+    from trainables.search.run import SearchOptions
 
     fit = TuneFit()
     with scratch("overhead") as folder:

@@ -56,7 +56,7 @@ def spec(trials: int, workers: int, concurrency: int) -> dict:
 
 def search(raw: dict) -> tuple[float, list[float]]:
     """(wall seconds of the search's trials, start-to-first-report per trial)."""
-    from trainables.search import SearchOptions
+    from trainables.search.run import SearchOptions
 
     timer = FirstReport()
     with scratch("start") as folder, Stopwatch() as watch:

@@ -26,7 +26,7 @@ def ray_cluster(data_cache: Path):
     root = str(Path(__file__).resolve().parent.parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
 
-    from trainables.cluster import connect
+    from trainables.search.cluster import connect
 
     connect(num_cpus=2)
     yield ray

@@ -262,7 +262,7 @@ def run(outside: Path) -> dict:
             os.kill(worker_raylet(), signal.SIGKILL)
             killed_at = time.monotonic()
             wait_for("the worker restarted by the autoscaler",
-                     lambda: (n := alive_nodes()).get(WORKER) not in (None, worker_id), timeout=240)
+                     lambda: alive_nodes().get(WORKER) not in (None, worker_id), timeout=240)
             figures["worker_restart_s"] = round(time.monotonic() - killed_at, 1)
 
             status = wait_for("the job ended", lambda: (s := job_status()) in ("SUCCEEDED", "FAILED", "STOPPED") and s,

@@ -11,9 +11,8 @@ import tests.fault_models  # noqa: F401  registers faulty_autoencoder in this pr
 from models import create_model
 from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_spec
-from trainables.checkpoints import load_state
-from trainables.preflight import prepare_output
-from trainables.search import SearchOptions, run_search
+from trainables.trial.checkpoints import load_state
+from trainables.search.run import SearchOptions, launch_search
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +39,7 @@ def _train(tmp_path: Path, name: str, workers: int, batch_size: int) -> tuple[di
     folder.mkdir()
     spec, _ = load_spec(str(write_spec(folder, raw)))
     out = folder / "out"
-    prepare_output(spec, out, resume=False)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
     return summary, out
 
 

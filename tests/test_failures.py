@@ -10,9 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
-from trainables.preflight import prepare_output
-from trainables.search import SearchOptions, run_search
-from trainables.tracking import END_TAG, REASON_TAG, RETRIES_TAG, TRIAL_ID_TAG
+from trainables.search.run import SearchOptions, launch_search
+from trainables.tracking.runs import END_TAG, REASON_TAG, RETRIES_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +31,7 @@ def _faulty_search(folder: Path, markers: Path, faults: list[str], workers: int)
     raw["training"]["epochs"] = 3
     spec, _ = load_spec(str(write_spec(folder, raw)))
     out = folder / "out"
-    prepare_output(spec, out, resume=False)
-    return run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None), out
+    return launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None), out
 
 
 @pytest.fixture(scope="module")

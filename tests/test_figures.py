@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from models import create_model
-from trainables.figures import figures_due, save_validation_figures
-from trainables.spec import TrainingSpec
+from trainables.trial.figures import figures_due, save_validation_figures
+from trainables.spec.schema import TrainingSpec
 
 
 def _items(n: int, **shapes) -> list[dict[str, torch.Tensor]]:

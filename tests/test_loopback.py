@@ -97,7 +97,7 @@ def _child(mode: str) -> None:
     import ray
 
     if mode == "connect":
-        from trainables.cluster import connect
+        from trainables.search.cluster import connect
 
         connect(num_cpus=1)
     else:

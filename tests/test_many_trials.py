@@ -10,8 +10,7 @@ import pytest
 
 from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
-from trainables.preflight import prepare_output
-from trainables.search import SearchOptions, run_search
+from trainables.search.run import SearchOptions, launch_search
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +25,7 @@ def test_forty_trials_with_asha_do_not_leak(ray_cluster, tmp_path: Path) -> None
     raw["budget"] = {"trials": TRIALS, "max_concurrent": 2}
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
     out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
 
     trials = summary["trials"]
     assert len(trials) == TRIALS

@@ -19,9 +19,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
-from trainables.preflight import prepare_output
-from trainables.search import SearchOptions, run_search
-from trainables.tracking import JOURNAL_FILE, TRIAL_ID_TAG
+from trainables.search.run import SearchOptions, launch_search
+from trainables.tracking.runs import JOURNAL_FILE, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -100,9 +99,8 @@ def _assert_server_has_the_whole_search(uri: str, summary: dict) -> None:
 def test_server_down_at_start(ray_cluster, server: MlflowServer, tmp_path: Path) -> None:
     spec = _spec(tmp_path)
     out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
     printed: list[str] = []
-    summary = run_search(spec, SearchOptions(out_dir=out, mlflow_uri=server.uri, verbose=0), echo=printed.append)
+    summary = launch_search(spec, SearchOptions(out_dir=out, mlflow_uri=server.uri, verbose=0), echo=printed.append)
     assert len(summary["trials"]) == TRIALS and summary["best"] is not None
     assert summary["mlflow"]["parent_run_id"] is None and summary["mlflow"]["pending_writes"] > 0
     assert (out / JOURNAL_FILE).exists() and (out / "best" / "checkpoint.pt").exists()
@@ -122,7 +120,6 @@ def test_server_down_at_start(ray_cluster, server: MlflowServer, tmp_path: Path)
 def test_server_goes_down_mid_search(ray_cluster, server: MlflowServer, tmp_path: Path) -> None:
     spec = _spec(tmp_path)
     out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
     server.start()
 
     def stop_after_first_result() -> None:
@@ -133,7 +130,7 @@ def test_server_goes_down_mid_search(ray_cluster, server: MlflowServer, tmp_path
 
     killer = threading.Thread(target=stop_after_first_result, daemon=True)
     killer.start()
-    summary = run_search(spec, SearchOptions(out_dir=out, mlflow_uri=server.uri, verbose=0), echo=lambda line: None)
+    summary = launch_search(spec, SearchOptions(out_dir=out, mlflow_uri=server.uri, verbose=0), echo=lambda line: None)
     killer.join(timeout=5)
     assert len(summary["trials"]) == TRIALS and summary["best"] is not None
     assert summary["mlflow"]["parent_run_id"] is not None  # made before the outage

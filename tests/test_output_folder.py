@@ -9,8 +9,8 @@ import pytest
 
 from tests.specs import tiny_mae_spec, write_spec
 from trainables.outputs import RECORD_FILE, SPEC_FILE
-from trainables.preflight import prepare_output
-from trainables.spec import SpecError, load_spec
+from trainables.prepare.preflight import prepare_output
+from trainables.spec.schema import SpecError, load_spec
 
 
 @pytest.fixture

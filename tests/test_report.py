@@ -17,16 +17,16 @@ from PIL import Image
 import launch
 from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_spec
-from trainables.plots import learning_curves
-from trainables.preflight import prepare_output, write_split_manifest
-from trainables.folder_lock import FolderLock
+from trainables.results.plots import learning_curves
+from trainables.prepare.folder_lock import FolderLock
 from trainables.objective import Objective
 from trainables.outputs import RECORD_FILE, REPORT_DIR
-from trainables.record import SearchRecord
-from trainables.report import CSV_FILE, HTML_FILE, asha_rungs, gather
-from trainables.search import SearchOptions, run_search
-from trainables.searcher import build_scheduler
-from trainables.tracking import TRIAL_ID_TAG
+from trainables.results.record import SearchRecord
+from trainables.results.report import CSV_FILE, HTML_FILE
+from trainables.results.search_data import asha_rungs, gather
+from trainables.search.run import SearchOptions, launch_search
+from trainables.search.searcher import build_scheduler
+from trainables.tracking.runs import TRIAL_ID_TAG
 
 CHARTS = ("learning_curves", "best_so_far", "parallel_coordinates", "param_importances")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,9 +39,7 @@ def searched(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dic
     raw["training"]["figures_every"] = 1  # figures at every epoch, so every trial's run gets some
     spec, _ = load_spec(str(write_spec(folder, raw)))
     out = folder / "out"
-    prepare_output(spec, out, resume=False)
-    write_split_manifest(spec, out)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
     return summary, out
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.specs import tiny_mae_spec
-from trainables.resources import DDP_DRIVER_BUNDLE, placement_for, plan_concurrency, trial_resources
-from trainables.spec import SpecError, validate_spec
+from trainables.spec.resources import DDP_DRIVER_BUNDLE, placement_for, plan_concurrency, trial_resources
+from trainables.spec.schema import SpecError, validate_spec
 
 CLUSTER = {"CPU": 2.0, "GPU": 4.0}
 SIZE = "model.args.size"

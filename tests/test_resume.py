@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
-from trainables.tracking import END_TAG, TRIAL_ID_TAG
+from trainables.tracking.runs import END_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}

@@ -16,12 +16,12 @@ import torch
 
 from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
 from trainables import load_spec
-from trainables.checkpoints import STATE_FILE, load_state
+from trainables.trial.checkpoints import STATE_FILE, load_state
 from trainables.outputs import RECORD_FILE
-from trainables.cluster import connect
-from trainables.preflight import prepare_output
-from trainables.search import SearchOptions, run_search
-from trainables.spec import SpecError
+from trainables.search.cluster import connect
+from trainables.prepare.preflight import prepare_output
+from trainables.search.run import SearchOptions, launch_search
+from trainables.spec.schema import SpecError
 
 
 class Payload:
@@ -71,10 +71,9 @@ def test_resources_no_node_has_are_refused_at_once(ray_cluster, tmp_path: Path) 
     raw["resources"] = {"workers": 1, "cpus_per_worker": 64}
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
     out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
     with pytest.raises(SpecError, match="no trial can ever start: a worker needs 64 CPU and 0 GPU, "
                                         "but the largest node has 2 CPU"):
-        run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+        launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
     assert not (out / RECORD_FILE).exists()  # nothing started, so the same folder can be used again
     assert prepare_output(spec, out, resume=False) is False
 

@@ -13,12 +13,11 @@ from mlflow.tracking import MlflowClient
 from data import build_splits
 from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_config, load_model, load_spec
-from trainables.checkpoints import load_state
-from trainables.loop import evaluate
-from trainables.preflight import check_data_and_model, prepare_output, write_split_manifest
-from trainables.search import SearchOptions, run_search
-from trainables.spec import SearchSpec
-from trainables.tracking import END_TAG, TRIAL_ID_TAG, SearchTracker
+from trainables.trial.checkpoints import load_state
+from trainables.trial.loop import evaluate
+from trainables.search.run import SearchOptions, launch_search
+from trainables.spec.schema import SearchSpec
+from trainables.tracking.runs import END_TAG, TRIAL_ID_TAG, SearchTracker
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +26,9 @@ pytestmark = pytest.mark.slow
 def finished_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
     folder = tmp_path_factory.mktemp("search")
     spec, path = load_spec(str(write_spec(folder, tiny_mae_spec("itest"))))
-    check_data_and_model(spec, path.name)
     out = folder / "out"
-    prepare_output(spec, out, resume=False)
-    write_split_manifest(spec, out)
     printed: list[str] = []
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=printed.append)
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=printed.append)
     return summary, out, "\n".join(printed)
 
 
@@ -157,8 +153,7 @@ def test_multi_worker_trial_trains_with_ddp_under_torch_trainer(ray_cluster, tmp
     raw["training"]["epochs"] = 2
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
     out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
     (trial,) = summary["trials"]
     assert trial["status"] == "finished" and trial["epochs"] == 2
     # Rank 0 of the Ray Train run wrote its checkpoints where one-worker trials write theirs.
@@ -179,8 +174,7 @@ def test_epochs_tied_on_the_best_value_still_export_a_checkpoint(ray_cluster, tm
     raw["budget"] = {"trials": 1}
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
     out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
     (trial,) = summary["trials"]
     assert trial["best_value"] == 1.0 and trial["checkpoint"] is not None
     # The first of the tied epochs is the best, and its checkpoint is the one kept.

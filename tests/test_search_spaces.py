@@ -11,9 +11,9 @@ import yaml
 
 from tests.specs import SEARCH_SPACES, write_spec
 from trainables import load_model, load_spec
-from trainables.checkpoints import REPORT_FILE
-from trainables.preflight import check_data_and_model, dry_run_report, prepare_output
-from trainables.search import SearchOptions, run_search
+from trainables.trial.checkpoints import REPORT_FILE
+from trainables.prepare.preflight import dry_run_report
+from trainables.search.run import SearchOptions, launch_search
 from trainables.outputs import EXPERIMENT_SUMMARY_FILE
 
 SPACES = sorted(path.name for path in SEARCH_SPACES.glob("*.yaml"))
@@ -27,7 +27,6 @@ SMALL_SIZES_ONLY = {"mae_sizes.yaml": ["search.model.args.size.values=[tiny, sma
 @pytest.mark.parametrize("name", SPACES)
 def test_dry_run(name: str, tmp_path: Path) -> None:
     spec, path = load_spec(name)
-    check_data_and_model(spec, path.name)
     report = dry_run_report(spec, tmp_path)
     assert f"experiment: {spec.experiment}" in report and "Spec and data are valid" in report
 
@@ -37,8 +36,7 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
 def test_tiny_real_search(ray_cluster, name: str, tmp_path: Path) -> None:
     spec, path = load_spec(name, TINY + SMALL_SIZES_ONLY.get(name, []))
     out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
     assert len(summary["trials"]) == 2 * max(1, len(spec.experiments))
     if spec.experiments:  # a matrix: every experiment ran, and the comparison table lists each
         with (out / EXPERIMENT_SUMMARY_FILE).open() as handle:
@@ -64,8 +62,7 @@ def test_grid_searcher_runs_every_combination_once(ray_cluster, tmp_path: Path) 
     raw["training"].update(epochs=1, max_steps_per_epoch=2)
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
     out = tmp_path / "out"
-    prepare_output(spec, out, resume=False)
-    summary = run_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
     combinations = sorted((t["config"]["model.args.width"], t["config"]["training.batch_size"])
                           for t in summary["trials"])
     assert combinations == [(8, 16), (8, 32), (16, 16), (16, 32)]

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.specs import PROJECT_ROOT, SEARCH_SPACES, tiny_mae_spec, write_spec
-from trainables.distributions import Choice, IntRange, LogUniform
-from trainables.spec import SpecError, load_spec, trial_spec
+from trainables.spec.distributions import Choice, IntRange, LogUniform
+from trainables.spec.schema import SpecError, load_spec, trial_spec
 
 
 def _with(raw: dict, path: str, value) -> dict:

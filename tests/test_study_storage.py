@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from trainables.searcher import _study_storage
+from trainables.search.searcher import _study_storage
 
 
 def _open_concurrently(url: str, open_storage, openers: int = 4) -> list[str]:

@@ -4,7 +4,7 @@ The public entry points for users' own scripts are ``load_spec`` and ``load_mode
 command line is ``launch.py``.
 """
 
-from trainables.checkpoints import load_config, load_model
-from trainables.spec import SearchSpec, SpecError, load_spec
+from trainables.spec.schema import SearchSpec, SpecError, load_spec
+from trainables.trial.checkpoints import load_config, load_model
 
 __all__ = ["SearchSpec", "SpecError", "load_config", "load_model", "load_spec"]

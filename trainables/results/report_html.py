@@ -7,10 +7,9 @@ import base64
 import html
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from trainables.report import SearchData
+from trainables.results.search_data import SearchData
 
 CHART_TITLES = {
     "learning_curves": "Learning curves (dotted: ASHA rungs; x: stopped early or failed)",

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from trainables.spec import SearchSpec, SpecError
+from trainables.spec.schema import SearchSpec, SpecError
 
 # A DDP trial driver needs a non-empty bundle (Tune refuses all-zero requests) but must not
 # hold a CPU that its own workers need: 64 MiB of Ray's `memory` resource is a token amount.

@@ -1,9 +1,9 @@
-"""The search report's charts, from the data ``trainables.report`` gathers; one function per chart.
+"""The search report's charts, from the data ``trainables.results.report`` gathers; one function per chart.
 
 matplotlib draws the curves; Optuna's own matplotlib plots draw the parallel coordinates
 and the hyperparameter importances (its evaluators, on the study). Each function returns
 the Figure, so tests can count what it drew (a trial's curve carries the gid
-``trial:<id>``); ``trainables.report`` saves and closes them.
+``trial:<id>``); ``trainables.results.report`` saves and closes them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -22,8 +22,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-if TYPE_CHECKING:
-    from trainables.report import SearchData
+from trainables.results.search_data import SearchData
 
 STATUS_STYLE = {"finished": "-", "stopped early": "--", "failed": ":", "running": "-"}
 MIN_COMPLETE_TRIALS = 2  # an importance needs at least two scored trials to compare

@@ -1,4 +1,4 @@
-"""The Tune trial driver: one call per trial, choosing where the training loop runs.
+"""The Tune trainable: one call per trial, choosing where the training loop runs.
 
 A one-worker trial runs the loop right here, in the trial process (about 0.1 s to start
 with actor reuse). A trial with more workers starts a ``TorchTrainer`` (DDP, 13 to 40 s
@@ -22,10 +22,10 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from trainables.loop import train_loop
 from trainables.outputs import DDP_DIR, trial_dir
-from trainables.resources import trial_resources
-from trainables.spec import SearchSpec, trial_spec
+from trainables.spec.resources import trial_resources
+from trainables.spec.schema import SearchSpec, trial_spec
+from trainables.trial.loop import train_loop
 
 
 class TuneSession:
@@ -64,10 +64,10 @@ class TrainSession:
         return False  # Ray Train stops DDP workers itself
 
 
-def make_trial_driver(spec: SearchSpec, gpus: bool, out_dir: Path) -> Callable[[dict[str, Any]], None]:
+def make_trainable(spec: SearchSpec, gpus: bool, out_dir: Path) -> Callable[[dict[str, Any]], None]:
     """The function trainable for ``tune.Tuner``: sampled config -> a trained trial."""
 
-    def trial_driver(config: dict[str, Any]) -> None:
+    def trainable(config: dict[str, Any]) -> None:
         trial = trial_spec(spec, config)
         request = trial_resources(spec, config, gpus)
         trial_id = tune.get_context().get_trial_id()
@@ -95,7 +95,7 @@ def make_trial_driver(spec: SearchSpec, gpus: bool, out_dir: Path) -> Callable[[
         )
         trainer.fit()
 
-    return trial_driver
+    return trainable
 
 
 def _train_worker(config: dict[str, Any]) -> None:

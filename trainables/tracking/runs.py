@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
 import os
 import queue
 import shutil
@@ -38,9 +37,21 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables.objective import is_number
-from trainables.outputs import (FIGURES_DIR, MLFLOW_ARTIFACTS_DIR, MLFLOW_DB, MLFLOW_JOURNAL_FILE, MLFLOW_RUNS_FILE,
-                                checkpoint_name)
-from trainables.record import FAILED, INTERRUPTED, RecordListener, SearchRecord, TrialRecord
+from trainables.outputs import (
+    FIGURES_DIR,
+    MLFLOW_ARTIFACTS_DIR,
+    MLFLOW_DB,
+    MLFLOW_JOURNAL_FILE,
+    MLFLOW_RUNS_FILE,
+    checkpoint_name,
+)
+from trainables.results.record import (
+    FAILED,
+    INTERRUPTED,
+    RecordListener,
+    SearchRecord,
+    TrialRecord,
+)
 
 SEARCH_KEY = "search"  # the parent run's key; children are keyed by trial id
 BEST_ARTIFACTS = "best_checkpoint"  # the parent run's copy of best/, the registered model's source

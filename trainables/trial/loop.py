@@ -22,12 +22,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from data import build_splits
 from models import create_model
-from trainables.checkpoints import CONFIG_FILE, config_text, latest_checkpoint, load_state, save_checkpoint
-from trainables.figures import figures_due, save_validation_figures
 from trainables.objective import Objective
-from trainables.record import TRIAL_SECONDS
 from trainables.outputs import FIGURES_DIR
-from trainables.spec import SearchSpec, TrainingSpec, import_user_modules
+from trainables.results.record import TRIAL_SECONDS
+from trainables.spec.schema import SearchSpec, TrainingSpec, import_user_modules
+from trainables.trial.checkpoints import (
+    CONFIG_FILE,
+    config_text,
+    latest_checkpoint,
+    load_state,
+    save_checkpoint,
+)
+from trainables.trial.figures import figures_due, save_validation_figures
 
 # Fixed seed for validation masking/noise: the same weights give the same validation score,
 # so an exported checkpoint reproduces the number recorded for it.
@@ -35,7 +41,7 @@ VALIDATION_SEED = 1234
 
 
 class Session(Protocol):
-    """What the loop needs from Ray (see trainables/driver.py for the two implementations)."""
+    """What the loop needs from Ray (see trainables/trial/trainable.py for the two implementations)."""
 
     rank: int
     world_size: int

@@ -7,10 +7,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainables.console import print_trials
-from trainables.record import BY_TIME_LIMIT, SEARCH_FINISHED, SEARCH_INTERRUPTED, STOPPED, SearchRecord
-from trainables.spec import SearchSpec
-from trainables.summary import export_best, write_experiment_summary, write_summary
+from trainables.results.record import (
+    BY_TIME_LIMIT,
+    SEARCH_FINISHED,
+    SEARCH_INTERRUPTED,
+    STOPPED,
+    SearchRecord,
+)
+from trainables.results.summary import (
+    export_best,
+    write_experiment_summary,
+    write_summary,
+)
+from trainables.search.console import print_trials
+from trainables.spec.schema import SearchSpec
 
 
 def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs: Any, interrupted: bool,
@@ -32,8 +42,8 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
              f"Run the same command again to continue the search.")
         return json.loads(path.read_text())
 
-    from trainables.checkpoints import slim_checkpoint, write_model_report
-    from trainables.figures import write_best_figures
+    from trainables.trial.checkpoints import slim_checkpoint, write_model_report
+    from trainables.trial.figures import write_best_figures
 
     for trial in record.unfinished():  # the search's time limit ended them
         record.end_trial(trial.trial_id, STOPPED, BY_TIME_LIMIT)
@@ -75,9 +85,9 @@ def _test_metrics(best_dir: Path) -> dict[str, float] | None:
     import torch
 
     from data import build_splits
-    from trainables.checkpoints import load_config, load_model
-    from trainables.loop import evaluate
-    from trainables.spec import SearchSpec
+    from trainables.spec.schema import SearchSpec
+    from trainables.trial.checkpoints import load_config, load_model
+    from trainables.trial.loop import evaluate
 
     spec = SearchSpec.model_validate(load_config(best_dir))
     test = build_splits(spec.data).test
@@ -91,7 +101,7 @@ def _write_report(out_dir: Path, tracker: Any) -> str:
     """Write the search report and log it to the parent run. Drawing it cannot cost the search
     its results (summary and best checkpoint are written by now): a failure is reported, and
     ``launch.py report`` draws it again."""
-    from trainables.report import HTML_FILE, write_report
+    from trainables.results.report import HTML_FILE, write_report
 
     try:
         folder = write_report(out_dir)

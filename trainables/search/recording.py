@@ -8,8 +8,15 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from trainables.record import BY_SCHEDULER, FAILED, FINISHED, STOPPED, SearchRecord, checkpoint_relpath
-from trainables.searcher import RecordedASHA
+from trainables.results.record import (
+    BY_SCHEDULER,
+    FAILED,
+    FINISHED,
+    STOPPED,
+    SearchRecord,
+    checkpoint_relpath,
+)
+from trainables.search.searcher import RecordedASHA
 
 # What Tune adds to every result; the record keeps what the loop reported.
 _TUNE_KEYS = {*AUTO_RESULT_KEYS, "trial_id", "experiment_tag", "done", "checkpoint_dir_name", "should_checkpoint",

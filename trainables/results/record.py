@@ -28,9 +28,9 @@ a killed launcher) is ``interrupted`` until the same command continues it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field

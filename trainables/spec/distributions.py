@@ -1,7 +1,7 @@
 """The search distributions a YAML file can name, as small self-checking data classes.
 
 Each class validates itself on construction (like Optuna's ``distributions.py``) and knows
-how to become an Optuna distribution (every searcher asks Optuna; see trainables/searcher.py)
+how to become an Optuna distribution (every searcher asks Optuna; see trainables/search/searcher.py)
 and a Ray Tune domain (the dry run's samples); those conversions happen here and nowhere else.
 
 YAML form (``search:`` maps a dotted path to one of these)::

@@ -14,10 +14,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from trainables.outputs import (BEST_DIR, BEST_TRIAL_FILE, CHECKPOINT_CONFIG_FILE, CHECKPOINT_STATE_FILE,
-                                EXPERIMENT_SUMMARY_FILE, SUMMARY_FILE)
-from trainables.record import SearchRecord, TrialRecord
-from trainables.spec import EXPERIMENT_KEY, SearchSpec
+from trainables.outputs import (
+    BEST_DIR,
+    BEST_TRIAL_FILE,
+    CHECKPOINT_CONFIG_FILE,
+    CHECKPOINT_STATE_FILE,
+    EXPERIMENT_SUMMARY_FILE,
+    SUMMARY_FILE,
+)
+from trainables.results.record import SearchRecord, TrialRecord
+from trainables.spec.schema import EXPERIMENT_KEY, SearchSpec
 
 
 def trial_entry(record: SearchRecord, trial: TrialRecord, live: bool = False) -> dict[str, Any]:

@@ -18,9 +18,13 @@ import yaml
 
 from data import build_splits
 from models import create_model
-from trainables.outputs import (CHECKPOINT_CONFIG_FILE, CHECKPOINT_STATE_FILE, MODEL_REPORT_FILE,
-                                checkpoint_name)
-from trainables.spec import SearchSpec
+from trainables.outputs import (
+    CHECKPOINT_CONFIG_FILE,
+    CHECKPOINT_STATE_FILE,
+    MODEL_REPORT_FILE,
+    checkpoint_name,
+)
+from trainables.spec.schema import SearchSpec
 
 STATE_FILE, CONFIG_FILE, REPORT_FILE = CHECKPOINT_STATE_FILE, CHECKPOINT_CONFIG_FILE, MODEL_REPORT_FILE
 

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from trainables.outputs import FIGURES_DIR
-from trainables.spec import TrainingSpec
+from trainables.spec.schema import TrainingSpec
 
 FIGURE_SAMPLES = 4  # samples drawn when the model does not ask for more (attribute `figure_samples`)
 FIGURE_SEED = 1234  # the same masks (MAE) at every epoch, so figures of one trial compare
@@ -56,8 +56,8 @@ def write_best_figures(folder: Path) -> list[Path]:
     """Draw the figures of an exported checkpoint whose epoch drew none (a best epoch that
     fell between figure epochs), on its validation split; nothing when figures are off."""
     from data import build_splits
-    from trainables.checkpoints import load_config, load_model
-    from trainables.spec import SearchSpec
+    from trainables.spec.schema import SearchSpec
+    from trainables.trial.checkpoints import load_config, load_model
 
     spec = SearchSpec.model_validate(load_config(folder))
     if (folder / FIGURES_DIR).exists() or spec.training.figures_every == 0:

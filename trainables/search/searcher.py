@@ -31,13 +31,20 @@ import optuna
 import sqlalchemy
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import SearchGenerator, Searcher
+from ray.tune.search import Searcher, SearchGenerator
 
-from trainables.distributions import Grid
 from trainables.objective import Objective
 from trainables.outputs import study_storage_url
-from trainables.record import FINISHED, STOPPED, TIME_ATTRS, RecordListener, SearchRecord, TrialRecord
-from trainables.spec import EXPERIMENT_KEY, SearchSpec
+from trainables.results.record import (
+    FINISHED,
+    STOPPED,
+    TIME_ATTRS,
+    RecordListener,
+    SearchRecord,
+    TrialRecord,
+)
+from trainables.spec.distributions import Grid
+from trainables.spec.schema import EXPERIMENT_KEY, SearchSpec
 
 
 class _DriverOnly:
@@ -141,7 +148,7 @@ def _experiment_distribution(spec: SearchSpec) -> optuna.distributions.BaseDistr
 
 
 def _scalar(value: Any) -> Any:
-    from trainables.distributions import optuna_scalar
+    from trainables.spec.distributions import optuna_scalar
 
     return optuna_scalar(value)
 

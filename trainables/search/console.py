@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from trainables.record import FAILED, SearchRecord
-from trainables.spec import EXPERIMENT_KEY, SearchSpec
+from trainables.results.record import FAILED, SearchRecord
+from trainables.spec.schema import EXPERIMENT_KEY, SearchSpec
 
 
 def ray_banner(url: str | None, cluster: dict[str, float], concurrency: int, gpus: bool) -> str:
@@ -39,7 +39,7 @@ def progress_reporter(spec: SearchSpec) -> Any:
 def print_trials(record: SearchRecord, spec: SearchSpec, seconds: float, summary_path: Path,
                  best_dir: Path | None, live: bool = False) -> str:
     """The end-of-search table (as text, so tests and logs get exactly what the user saw)."""
-    from trainables.summary import trial_entry
+    from trainables.results.summary import trial_entry
 
     params = search_columns(spec)
     best = record.best_trial()

@@ -3,7 +3,7 @@
 ``launch_search`` is the one programmatic entry (``launch.py``, ``bench/`` and the tests
 call it): it holds the output folder's lock for the whole search, so a second launch on the
 same folder is refused, and ``run_search`` does the rest. Everything a search writes lands
-under its output folder (see trainables/outputs.py); its record (trainables/record.py) is
+under its output folder (see trainables/outputs.py); its record (trainables/results/record.py) is
 written as things happen and read by everything that reports on it.
 
 Ctrl-C: the first ends every running trial at its last completed epoch (already recorded
@@ -26,7 +26,7 @@ from typing import Any
 
 from ray.tune.stopper import Stopper
 
-from trainables.spec import SearchSpec, SpecError
+from trainables.spec.schema import SearchSpec, SpecError
 
 
 @dataclass
@@ -45,8 +45,13 @@ def launch_search(spec: SearchSpec, options: SearchOptions, where: str = "spec",
     """What ``launch.py`` does once the spec is loaded: take the folder's lock (refused at
     once while another launch holds it), check the data and the model, prepare the folder,
     run the search. Returns the summary."""
-    from trainables.folder_lock import FolderLock
-    from trainables.preflight import check_data_and_model, make_output_folder, prepare_output, write_split_manifest
+    from trainables.prepare.folder_lock import FolderLock
+    from trainables.prepare.preflight import (
+        check_data_and_model,
+        make_output_folder,
+        prepare_output,
+        write_split_manifest,
+    )
 
     make_output_folder(options.out_dir)
     lock = FolderLock(options.out_dir).acquire()
@@ -70,17 +75,27 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from trainables.cluster import autoscaler_max_resources, connect
-    from trainables.console import progress_reporter, ray_banner
-    from trainables.driver import make_trial_driver
-    from trainables.metrics import SearchMetrics
     from trainables.objective import Objective
     from trainables.outputs import SPEC_FILE, TUNE_DIR, study_storage_url
-    from trainables.record import SearchRecord
-    from trainables.recording import RecordKeeper
-    from trainables.resources import placement_for, plan_concurrency
-    from trainables.searcher import RecordSearchGenerator, StudySearcher, build_scheduler, total_trials
-    from trainables.tracking import SEARCH_KEY, SearchTracker, local_tracking_uri, ui_command
+    from trainables.results.record import SearchRecord
+    from trainables.search.cluster import autoscaler_max_resources, connect
+    from trainables.search.console import progress_reporter, ray_banner
+    from trainables.search.metrics import SearchMetrics
+    from trainables.search.recording import RecordKeeper
+    from trainables.search.searcher import (
+        RecordSearchGenerator,
+        StudySearcher,
+        build_scheduler,
+        total_trials,
+    )
+    from trainables.spec.resources import placement_for, plan_concurrency
+    from trainables.tracking.runs import (
+        SEARCH_KEY,
+        SearchTracker,
+        local_tracking_uri,
+        ui_command,
+    )
+    from trainables.trial.trainable import make_trainable
 
     record = SearchRecord(out_dir, Objective(spec.metric, spec.mode))
     dashboard_url, started_here = connect(options.address)
@@ -117,7 +132,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         limit = spec.budget.time_limit_minutes
         stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()))
         to_issue = total_trials(spec) - sum(1 for t in record.trials.values() if t.ended)
-        trainable = tune.with_resources(make_trial_driver(spec, gpus, out_dir), placement_for(spec, gpus))
+        trainable = tune.with_resources(make_trainable(spec, gpus, out_dir), placement_for(spec, gpus))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -150,7 +165,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                     tuner.fit()
             except KeyboardInterrupt:  # the second Ctrl-C: end now; every recorded epoch is kept
                 stop.interrupted = True
-        from trainables.ending import end_search
+        from trainables.search.ending import end_search
 
         return end_search(spec, record, tracker, trial_runs, stop.interrupted, time.monotonic() - started, echo)
     finally:

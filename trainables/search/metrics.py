@@ -18,7 +18,13 @@ from typing import Any
 
 from ray.tune import Callback
 
-from trainables.record import ENDED, RUNNING, RecordListener, SearchRecord, TrialRecord
+from trainables.results.record import (
+    ENDED,
+    RUNNING,
+    RecordListener,
+    SearchRecord,
+    TrialRecord,
+)
 
 REPUBLISH_S = 5.0  # seconds between re-recordings of unchanged gauges
 

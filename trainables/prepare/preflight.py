@@ -12,11 +12,10 @@ import yaml
 
 from data import DataError, build_splits
 from models import create_model
-from trainables.distributions import Choice, Grid
 from trainables.outputs import RECORD_FILE, SPEC_FILE, SPLIT_FILE
-from trainables.resources import TrialResources, trial_resources
-from trainables.spec import SearchSpec, SpecError, trial_spec
-
+from trainables.spec.distributions import Choice, Grid
+from trainables.spec.resources import TrialResources, trial_resources
+from trainables.spec.schema import SearchSpec, SpecError, trial_spec
 
 
 def check_data_and_model(spec: SearchSpec, where: str) -> dict[str, torch.Tensor]:
@@ -109,10 +108,10 @@ def prepare_output(spec: SearchSpec, out_dir: Path, resume: bool) -> bool:
     or its launcher killed) with the same spec is continued, as with ``resume``; a finished
     one is reopened only with ``resume``; one with a different spec is refused. A folder
     whose search never started (only the spec written, say a failed resource check) is
-    taken over. The caller holds the folder's lock (trainables.folder_lock).
+    taken over. The caller holds the folder's lock (trainables.prepare.folder_lock).
     """
     from trainables.objective import Objective
-    from trainables.record import SEARCH_FINISHED, SearchRecord
+    from trainables.results.record import SEARCH_FINISHED, SearchRecord
 
     resolved = resolved_yaml(spec)
     spec_path = out_dir / SPEC_FILE

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from data import DATA_KINDS, DataConfig, HyperspectralDataConfig
-from trainables.distributions import DISTRIBUTION_TYPES, Choice, Distribution, Grid
+from trainables.spec.distributions import DISTRIBUTION_TYPES, Choice, Distribution, Grid
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SEARCH_SPACES_DIR = PROJECT_ROOT / "search_spaces"

@@ -1,0 +1,145 @@
+"""A search's output folder read back for reporting: its spec, its record (every trial's
+config, epochs and how it ended; the search finished, interrupted or still running) and its
+Optuna study. Files only, so it reads a live search as well as an ended one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from trainables.objective import Objective, is_number
+from trainables.outputs import OPTUNA_DB, SPEC_FILE, SUMMARY_FILE, study_storage_url
+from trainables.prepare.folder_lock import is_running
+from trainables.results.record import (
+    FAILED,
+    FINISHED,
+    STOPPED,
+    TIME_ATTRS,
+    SearchRecord,
+)
+from trainables.spec.distributions import optuna_scalar
+from trainables.spec.schema import EXPERIMENT_KEY, SearchSpec
+
+
+class NotASearchError(FileNotFoundError):
+    """The folder holds no search (or no trial yet) to report on."""
+
+
+@dataclass
+class TrialData:
+    trial_id: str
+    config: dict[str, Any]
+    status: str  # the record's words: running | finished | stopped early | failed | interrupted
+    reason: str
+    rows: list[dict[str, Any]]  # results with a finite metric, in order; each has wall_s
+    best_value: float | None
+    best_epoch: int | None
+
+
+@dataclass
+class SearchData:
+    out_dir: Path
+    spec: SearchSpec
+    trials: list[TrialData]
+    state: str  # the search's: running | interrupted | finished
+    best_trial_id: str | None
+    study: optuna.Study
+    params: list[str]  # the searched hyperparameters
+    best_test: dict[str, float] | None  # the best model's test-split metrics, once the search has ended
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+    @property
+    def metric(self) -> str:
+        return self.spec.metric
+
+    @property
+    def mode(self) -> str:
+        return self.spec.mode
+
+    @property
+    def time_attr(self) -> str:
+        """The key of each row that counts the scheduler's time (epochs or seconds)."""
+        return TIME_ATTRS[self.spec.scheduler.time_attr]
+
+    @property
+    def rungs(self) -> list[float]:
+        return asha_rungs(self.spec)
+
+
+def asha_rungs(spec: SearchSpec) -> list[float]:
+    """The milestones where ASHA compares trials, computed as Ray's ASHAScheduler does (one
+    bracket): grace_period * reduction_factor**k below max_t."""
+    if spec.scheduler.type != "asha":
+        return []
+    grace, factor = spec.scheduler.grace_period, spec.scheduler.reduction_factor
+    count = int(math.log(spec.max_t / grace) / math.log(factor) + 1)
+    return [grace * factor**k for k in range(count)]
+
+
+def gather(out_dir: Path) -> SearchData:
+    """Read a search's output folder (finished, interrupted or running)."""
+    spec_path = out_dir / SPEC_FILE
+    if not spec_path.is_file():
+        raise NotASearchError(f"{out_dir}: no {SPEC_FILE}: not the output folder of a search")
+    spec = SearchSpec.model_validate(yaml.safe_load(spec_path.read_text()))
+    record = SearchRecord(out_dir, Objective(spec.metric, spec.mode))
+    if not record.trials:
+        raise NotASearchError(f"{out_dir}: no trial has started yet")
+    live = is_running(out_dir)
+    origin = record.sessions[0]["t"]
+    trials = []
+    for trial in sorted(record.trials.values(), key=lambda t: t.trial_id):
+        rows = [{**metrics, "epoch": epoch, "wall_s": metrics["time"] - origin}
+                for epoch, metrics in sorted(trial.epochs.items()) if is_number(metrics.get(spec.metric))]
+        reason = trial.reason if trial.rung is None else f"{trial.reason} at rung {trial.rung}"
+        trials.append(TrialData(trial_id=trial.trial_id, config=trial.config, status=record.status(trial, live),
+                                reason=reason, rows=rows, best_value=trial.best_value(record.objective),
+                                best_epoch=trial.best_epoch(record.objective)))
+    best = record.best_trial() or record.objective.best(record.trials.values(),
+                                                       key=lambda t: t.best_value(record.objective))
+    params = [EXPERIMENT_KEY] if spec.experiments else list(spec.search)
+    summary = json.loads((out_dir / SUMMARY_FILE).read_text()) if (out_dir / SUMMARY_FILE).exists() else {}
+    return SearchData(out_dir=out_dir, spec=spec, trials=trials, state="running" if live else record.state,
+                      best_trial_id=best.trial_id if best else None, study=load_study(spec, out_dir, trials),
+                      params=params, best_test=(summary.get("best") or {}).get("test"))
+
+
+def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optuna.Study:
+    """The searcher's own Optuna study (TPE searches); for other searchers, one built in memory
+    from the trials (finished ones scored by their best epoch, stopped ones pruned), so the
+    same Optuna plots and importance evaluator serve every search."""
+    if spec.searcher.storage or (out_dir / OPTUNA_DB).exists():
+        try:
+            return optuna.load_study(study_name=spec.experiment, storage=study_storage_url(spec.searcher.storage, out_dir))
+        except KeyError:  # the searcher creates the study with its first trial
+            pass
+    return study_from_trials(spec, trials)
+
+
+def study_from_trials(spec: SearchSpec, trials: list[TrialData]) -> optuna.Study:
+    if spec.experiments:
+        distributions = {EXPERIMENT_KEY: optuna.distributions.CategoricalDistribution(list(spec.experiments))}
+    else:
+        distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
+    study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
+    states = {FINISHED: optuna.trial.TrialState.COMPLETE, STOPPED: optuna.trial.TrialState.PRUNED,
+              FAILED: optuna.trial.TrialState.FAIL}
+    for trial in trials:
+        state = states.get(trial.status)
+        if state is None or (state == optuna.trial.TrialState.COMPLETE and trial.best_value is None):
+            continue  # still running: nothing to tell yet
+        params = {path: optuna_scalar(trial.config[path]) for path in distributions if path in trial.config}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={p: distributions[p] for p in params}, state=state,
+            value=trial.best_value if state == optuna.trial.TrialState.COMPLETE else None))
+    return study
