@@ -18,19 +18,20 @@ def _items(n: int, **shapes) -> list[dict[str, torch.Tensor]]:
     return [{key: make(i) for key, make in shapes.items()} for i in range(n)]
 
 
-def test_mae_figures_show_input_masked_input_reconstruction_band_error_and_spectra() -> None:
+def test_mae_figures_show_input_masked_input_baseline_reconstruction_band_error_and_spectra() -> None:
     torch.manual_seed(0)
     model = create_model("mae_vit", size="tiny", img_size=8, patch_size=4, spectral_patch=5, in_chans=10).eval()
     batch = {"cube": torch.randn(4, 10, 8, 8)}
     figures = model.validation_figures(batch, generator=torch.Generator().manual_seed(0))
     assert set(figures) == {"mae_reconstruction", "mae_band_error", "mae_spectra"}
     grid = figures["mae_reconstruction"].axes
-    assert len(grid) == 4 * 3 and all(len(ax.images) == 1 for ax in grid)
-    assert [ax.get_title().split(" (")[0] for ax in grid[:3]] == ["input", "masked input", "reconstruction"]
+    assert len(grid) == 4 * 4 and all(len(ax.images) == 1 for ax in grid)
+    assert [ax.get_title().split(" (")[0] for ax in grid[:4]] == ["input", "masked input", "band-mean baseline",
+                                                                 "reconstruction"]
     (bars,) = figures["mae_band_error"].axes
     assert len(bars.patches) == 10  # one bar per band
     spectra = figures["mae_spectra"].axes
-    assert len(spectra) == 3 and all(len(ax.get_lines()) == 2 for ax in spectra)
+    assert len(spectra) == 3 and all(len(ax.get_lines()) == 3 for ax in spectra)  # input, reconstruction, baseline
     assert len(spectra[0].get_lines()[0].get_ydata()) == 10
 
 
