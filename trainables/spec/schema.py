@@ -30,7 +30,7 @@ from pydantic import (
 from data import DATA_KINDS, DataConfig, HyperspectralDataConfig
 from trainables.spec.distributions import DISTRIBUTION_TYPES, Choice, Distribution, Grid
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # trainables/spec/schema.py -> the project
 SEARCH_SPACES_DIR = PROJECT_ROOT / "search_spaces"
 # Paths a search may address; data settings are searchable too (crop size, say).
 SEARCHABLE_SECTIONS = ("model", "training", "data")
