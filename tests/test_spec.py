@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.specs import PROJECT_ROOT, SEARCH_SPACES, tiny_mae_spec, write_spec
-from trainables.spec.distributions import Choice, IntRange, LogUniform
+from trainables.spec.distributions import Choice, Grid, IntRange, LogUniform
 from trainables.spec.schema import SpecError, load_spec, trial_spec
 
 
@@ -210,3 +210,16 @@ def test_experiment_matrix_validates_each_experiment(tmp_path: Path) -> None:
     assert trial_spec(spec, {"experiments": "longer"}).training.epochs == 6
     assert trial_spec(spec, {"experiments": "broken"}).model.args["size"] == "small"
     assert trial_spec(spec, {"experiments": "baseline"}).training.epochs == spec.training.epochs
+
+
+def test_experiment_matrix_is_compiled_into_a_grid_over_its_names(tmp_path: Path) -> None:
+    raw = tiny_mae_spec()
+    del raw["search"]
+    raw["resources"] = {"workers": 1}
+    raw["experiments"] = {"baseline": {}, "longer": {"training.epochs": 6}}
+    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
+    assert spec.searcher.type == "grid" and list(spec.search) == ["experiments"]
+    assert isinstance(spec.search["experiments"], Grid) and spec.search["experiments"].values == ["baseline", "longer"]
+    # The resolved spec (as saved in the output folder) reads back to the same spec.
+    resolved = write_spec(tmp_path, spec.model_dump(mode="json"), "resolved.yaml")
+    assert load_spec(str(resolved))[0] == spec

@@ -22,7 +22,6 @@ from trainables.results import plots
 from trainables.results.report_html import render_html
 from trainables.results.search_data import SearchData, gather
 from trainables.spec.distributions import optuna_scalar
-from trainables.spec.schema import EXPERIMENT_KEY
 
 CSV_FILE = "trials.csv"
 HTML_FILE = "report.html"
@@ -63,8 +62,7 @@ def common_budget(search: SearchData) -> Budget | None:
 def budget_study(search: SearchData, budget: Budget) -> optuna.Study:
     """A study of every trial that reached the budget, scored by its value at that epoch."""
     spec = search.spec
-    distributions = {EXPERIMENT_KEY: optuna.distributions.CategoricalDistribution(list(spec.experiments))} \
-        if spec.experiments else {path: dist.to_optuna() for path, dist in spec.search.items()}
+    distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
     study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
     for trial in search.trials:
         value = next((row[spec.metric] for row in trial.rows if row["epoch"] == budget.epoch), None)

@@ -25,7 +25,7 @@ from trainables.results.record import (
     SearchRecord,
 )
 from trainables.spec.distributions import optuna_scalar
-from trainables.spec.schema import EXPERIMENT_KEY, SearchSpec
+from trainables.spec.schema import SearchSpec
 
 
 class NotASearchError(FileNotFoundError):
@@ -107,7 +107,7 @@ def gather(out_dir: Path) -> SearchData:
                                 best_epoch=trial.best_epoch(record.objective)))
     best = record.best_trial() or record.objective.best(record.trials.values(),
                                                        key=lambda t: t.best_value(record.objective))
-    params = [EXPERIMENT_KEY] if spec.experiments else list(spec.search)
+    params = list(spec.search)
     summary = json.loads((out_dir / SUMMARY_FILE).read_text()) if (out_dir / SUMMARY_FILE).exists() else {}
     return SearchData(out_dir=out_dir, spec=spec, trials=trials, state="running" if live else record.state,
                       best_trial_id=best.trial_id if best else None, study=load_study(spec, out_dir, trials),
@@ -127,10 +127,7 @@ def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optu
 
 
 def study_from_trials(spec: SearchSpec, trials: list[TrialData]) -> optuna.Study:
-    if spec.experiments:
-        distributions = {EXPERIMENT_KEY: optuna.distributions.CategoricalDistribution(list(spec.experiments))}
-    else:
-        distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
+    distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
     study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
     states = {FINISHED: optuna.trial.TrialState.COMPLETE, STOPPED: optuna.trial.TrialState.PRUNED,
               FAILED: optuna.trial.TrialState.FAIL}

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainables.results.record import FAILED, SearchRecord
-from trainables.spec.schema import EXPERIMENT_KEY, SearchSpec
+from trainables.spec.schema import SearchSpec
 
 
 def ray_banner(url: str | None, cluster: dict[str, float], concurrency: int, gpus: bool) -> str:
@@ -29,7 +29,7 @@ def progress_reporter(spec: SearchSpec) -> Any:
     from ray.tune import CLIReporter
 
     return CLIReporter(
-        parameter_columns={path: _short_name(path) for path in search_columns(spec)},
+        parameter_columns={path: _short_name(path) for path in list(spec.search)},
         metric_columns={"epoch": "epoch", spec.metric: spec.metric, "best_value": "best", "epoch_time_s": "s/epoch"},
         # Not sorted: Ray 2.60 sorts with None for a trial that has not reported yet, and raises.
         max_report_frequency=15,
@@ -41,7 +41,7 @@ def print_trials(record: SearchRecord, spec: SearchSpec, seconds: float, summary
     """The end-of-search table (as text, so tests and logs get exactly what the user saw)."""
     from trainables.results.summary import trial_entry
 
-    params = search_columns(spec)
+    params = list(spec.search)
     best = record.best_trial()
     table = Table(title=f"{spec.experiment}: {len(record.trials)} trials in {seconds / 60:.1f} min "
                         f"({spec.metric}, {spec.mode})")
@@ -75,11 +75,6 @@ def print_trials(record: SearchRecord, spec: SearchSpec, seconds: float, summary
         console.print("No trial produced a checkpoint: see the failures above.")
     console.print(f"Summary: {summary_path}")
     return buffer.getvalue().rstrip()
-
-
-def search_columns(spec: SearchSpec) -> list[str]:
-    """The config keys a trial is told apart by: searched paths, or the matrix's experiment."""
-    return [EXPERIMENT_KEY] if spec.experiments else list(spec.search)
 
 
 def _short_name(path: str) -> str:

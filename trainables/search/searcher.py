@@ -44,7 +44,7 @@ from trainables.results.record import (
     TrialRecord,
 )
 from trainables.spec.distributions import Grid
-from trainables.spec.schema import EXPERIMENT_KEY, SearchSpec
+from trainables.spec.schema import SearchSpec
 
 
 class _DriverOnly:
@@ -78,8 +78,6 @@ def _study_storage(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -
 
 def grid_points(spec: SearchSpec) -> list[dict[str, Any]]:
     """Every combination of the grid values, in order (one empty point without grid values)."""
-    if spec.experiments:
-        return [{EXPERIMENT_KEY: name} for name in spec.experiments]
     grid = {path: dist.values for path, dist in spec.search.items()
             if isinstance(dist, Grid) or spec.searcher.type == "grid"}
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -102,8 +100,7 @@ class StudySearcher(_DriverOnly, Searcher):
         self.projection = StudyProjection(self.study, record)
         self._points = grid_points(spec)
         self._total = total_trials(spec)
-        self._space = {EXPERIMENT_KEY: _experiment_distribution(spec)} if spec.experiments else \
-            {path: dist.to_optuna() for path, dist in spec.search.items()}
+        self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
         self._again = [t.trial_id for t in record.unfinished()]
 
     def next_trial_id(self) -> str:
@@ -133,18 +130,12 @@ class StudySearcher(_DriverOnly, Searcher):
 
     def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
         seed = self.spec.searcher.seed + number
-        if self.spec.searcher.type == "optuna" and not self.spec.experiments:
+        if self.spec.searcher.type == "optuna":
             return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.spec.searcher.startup_trials)
         return optuna.samplers.RandomSampler(seed=seed)
 
     def _config(self, params: dict[str, Any]) -> dict[str, Any]:
-        if self.spec.experiments:
-            return {EXPERIMENT_KEY: params[EXPERIMENT_KEY]}
         return {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
-
-
-def _experiment_distribution(spec: SearchSpec) -> optuna.distributions.BaseDistribution:
-    return optuna.distributions.CategoricalDistribution(list(spec.experiments))
 
 
 def _scalar(value: Any) -> Any:

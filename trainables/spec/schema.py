@@ -224,7 +224,22 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
                         f"(training.epochs by default) = {spec.max_t} (got {spec.scheduler.grace_period})")
     if getattr(spec.data, "path", None) is not None and not Path(spec.data.path).expanduser().exists():
         raise SpecError(f"{where}: data.path: no such file or directory: {spec.data.path}")
-    return spec
+    return compile_matrix(spec)
+
+
+def compile_matrix(spec: SearchSpec) -> SearchSpec:
+    """An experiment matrix is a grid over one categorical value, the experiment's name: it
+    becomes that grid search here, so nothing downstream treats a matrix apart (only
+    ``trial_spec`` writes the named experiment's overrides in, and the end of the search adds
+    experiment_summary.csv)."""
+    if not spec.experiments:
+        return spec
+    return spec.model_copy(update={"search": _matrix_search(spec),
+                                   "searcher": spec.searcher.model_copy(update={"type": "grid"})})
+
+
+def _matrix_search(spec: SearchSpec) -> dict[str, Distribution]:
+    return {EXPERIMENT_KEY: Grid(type="grid", values=list(spec.experiments))}
 
 
 def trial_spec(spec: SearchSpec, sampled: dict[str, Any]) -> SearchSpec:
@@ -355,6 +370,8 @@ def _type_name(hint: Any) -> str:
 
 
 def _check_search(spec: SearchSpec, raw: dict[str, Any], where: str) -> None:
+    if spec.experiments and spec.search == _matrix_search(spec):
+        return  # a resolved matrix read back (see compile_matrix)
     for path, dist in spec.search.items():
         key = f"search.{path}"
         if path.split(".")[0] not in SEARCHABLE_SECTIONS:
@@ -373,7 +390,7 @@ def _check_search(spec: SearchSpec, raw: dict[str, Any], where: str) -> None:
 def _check_experiments(spec: SearchSpec, raw: dict[str, Any], where: str) -> None:
     if not spec.experiments:
         return
-    if spec.search:
+    if spec.search and spec.search != _matrix_search(spec):
         raise SpecError(f"{where}: experiments: an experiment matrix runs exactly its experiments; "
                         f"remove the search section (or the experiments)")
     for name, overrides in spec.experiments.items():
