@@ -25,7 +25,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def finished_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
     folder = tmp_path_factory.mktemp("search")
-    spec, path = load_spec(str(write_spec(folder, tiny_mae_spec("itest"))))
+    raw = tiny_mae_spec("itest")
+    raw["budget"]["keep_checkpoints"] = 2  # the best two trials keep their best epoch
+    spec, path = load_spec(str(write_spec(folder, raw)))
     out = folder / "out"
     printed: list[str] = []
     summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=printed.append)
@@ -76,8 +78,11 @@ def test_only_the_best_trials_keep_their_best_checkpoint(finished_search) -> Non
             assert set(load_state(trial["checkpoint"])) == {"model", "epoch", "metrics", "best_value"}
         else:
             assert kept == set() and trial["checkpoint"] is None, trial["trial_id"]
-    # best/ shares the first one's files (hard links), so it costs no disk of its own.
-    assert (out / "best" / "checkpoint.pt").stat().st_ino == (Path(ranked[0]["checkpoint"]) / "checkpoint.pt").stat().st_ino
+    # best/ shares the first one's files (hard links), and so does MLflow's local copy of it:
+    # the best weights cost their size once.
+    inode = (Path(ranked[0]["checkpoint"]) / "checkpoint.pt").stat().st_ino
+    assert (out / "best" / "checkpoint.pt").stat().st_ino == inode
+    assert [p.stat().st_ino for p in (out / "mlflow-artifacts").rglob("best_checkpoint/checkpoint.pt")] == [inode]
 
 
 def test_mlflow_has_a_parent_run_and_one_child_per_trial(finished_search) -> None:

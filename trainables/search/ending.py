@@ -68,6 +68,9 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
     tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value(record.objective),
                                               "epoch": best.best_epoch(record.objective)},
                    best_dir, failed=best is None, registered_model=spec.registered_model, test=test)
+    if best_dir:
+        tracker.writer.flush()  # the copy is made on the writer thread
+        tracker.share_local_copy(best_dir)
     record.close(SEARCH_FINISHED)
     path = write_summary(record, spec.experiment, best_dir, tracker.info(), {"test": test} if test else None)
     echo(print_trials(record, spec, seconds, path, best_dir))

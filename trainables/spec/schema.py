@@ -96,7 +96,7 @@ class BudgetSpec(_Section):
     max_concurrent: PositiveInt | None = None  # default: what the cluster can run at once
     # When the search ends, the best checkpoint of this many of its best trials is kept (in
     # trials/, best/ sharing the first's files); every other checkpoint is deleted.
-    keep_checkpoints: PositiveInt = 2
+    keep_checkpoints: PositiveInt = 1
 
 
 class ResourceOverride(_Section):

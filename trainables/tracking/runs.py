@@ -21,6 +21,7 @@ after the fact, which would reorder the journal.
 from __future__ import annotations
 
 import atexit
+import filecmp
 import json
 import os
 import queue
@@ -362,6 +363,19 @@ class SearchTracker:
             if registered_model:
                 self.writer.register_model(SEARCH_KEY, registered_model, BEST_ARTIFACTS)
         self.writer.set_status(SEARCH_KEY, "FAILED" if failed else "FINISHED")
+
+    def share_local_copy(self, best_dir: Path) -> None:
+        """With the local store, MLflow's copy of best/ is a second copy of the best weights in
+        the output folder: make its files hard links to best/'s (same bytes, no more disk)."""
+        if not self.tracking_uri.startswith("sqlite:") or self.parent_run_id is None:
+            return
+        artifacts = Path(self.writer.client.get_run(self.parent_run_id).info.artifact_uri.removeprefix("file://"))
+        for source in best_dir.rglob("*"):
+            twin = artifacts / BEST_ARTIFACTS / source.relative_to(best_dir)
+            if source.is_file() and twin.is_file() and not twin.samefile(source) and filecmp.cmp(source, twin, shallow=False):
+                link = twin.with_name(f".{twin.name}.link")
+                os.link(source, link)
+                link.replace(twin)
 
     def interrupt(self) -> None:
         """The search stopped without finishing (Ctrl-C): its run says so until it continues."""
