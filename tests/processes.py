@@ -107,3 +107,51 @@ class MlflowServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
             self.process = None
+
+
+class TwoNodeCluster:
+    """A real 2-node Ray cluster on this machine (`ray start --head`, then `ray start --address`),
+    token authentication on, one CPU per node, each node with its own temp folder under ``root``
+    (which names its processes) and its own ports: other clusters run beside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root  # keep it short: Ray's socket paths under it must stay within 107 bytes
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.head_dir, self.worker_dir = root / "head", root / "worker"
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(PROJECT_ROOT)}
+
+    def _ray_start(self, *args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", *args, "--num-cpus=1",
+                               f"--dashboard-agent-listen-port={free_port()}",
+                               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                               f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
+                              capture_output=True, text=True, timeout=180, env=self.env)
+        if done.returncode != 0:
+            raise RuntimeError(f"ray start {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+
+    def start(self) -> None:
+        self._ray_start("--head", f"--port={self.port}", f"--temp-dir={self.head_dir}", "--dashboard-host=127.0.0.1",
+                        f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}")
+        self.start_worker()
+
+    def start_worker(self) -> None:
+        self._ray_start(f"--address={self.address}", f"--temp-dir={self.worker_dir}")
+
+    def kill_worker(self) -> set[int]:
+        """The worker node's raylet with everything under it (its trial processes, its agents)."""
+        return kill_tree(f"{self.worker_dir}/")
+
+    def trial_processes(self) -> dict[int, str]:
+        """pid -> process title of this cluster's Ray workers running a Tune function trial."""
+        table = processes()
+        raylets = {pid for pid, (_, cmd) in table.items()
+                   if "raylet/raylet " in cmd and (f"{self.head_dir}/" in cmd or f"{self.worker_dir}/" in cmd)}
+        return {pid: table[pid][1].strip() for pid in descendants(raylets, table)
+                if table[pid][1].startswith("ray::ImplicitFunc.train")}
+
+    def stop(self) -> None:
+        # `ray stop` would stop every Ray on the machine; these processes name the temp folders or the port.
+        kill_tree(f"{self.worker_dir}/")
+        kill_tree(f"{self.head_dir}/")
+        kill_tree(f":{self.port}")

@@ -25,5 +25,6 @@ def test_every_benchmark_runs_quickly(tmp_path):
     assert text.count("\n## ") == len(BENCHMARKS), text
     for row in ("service: whole search (run_search", "service: its trials", "bare Ray Tune, default settings",
                 "one worker", "DDP, 2 workers", "MAE tiny", "digits classifier", "raw h5py reads",
-                "data too large for memory", "service: TPE + ASHA", "Optuna alone"):
+                "data too large for memory", "service: TPE + ASHA", "Optuna alone",
+                "injected: Ctrl-C", "6. best/ loads"):
         assert row in text, f"{row!r} missing from\n{text}"
