@@ -19,7 +19,7 @@ from tests.specs import PROJECT_ROOT
 def test_every_benchmark_runs_quickly(tmp_path):
     out = tmp_path / "results.md"
     run = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--out", str(out)],
-                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
     text = out.read_text()
     assert text.count("\n## ") == len(BENCHMARKS), text
