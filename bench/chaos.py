@@ -154,7 +154,7 @@ class Harness:
                 self._inject(kind)
             self._to_the_end()
             wall = time.monotonic() - self.started
-            self._restart_mlflow()
+            self._restart_mlflow(wait=True)
             sync = subprocess.run([sys.executable, str(PROJECT_ROOT / "launch.py"), "sync", str(self.out)],
                                   capture_output=True, text=True, timeout=300, env=self.cluster.env)
             checks = [self._launches_check(), *check_invariants(self.out, self.soak, self.server.uri, sync)]
@@ -209,11 +209,15 @@ class Harness:
     # -- the faults ------------------------------------------------------------------------------
 
     def _inject(self, kind: str) -> None:
+        running: dict[int, str] = {}
+        if kind in (TRIAL, NODE):  # a trial's process, or a node that runs a trial
+            if not (running := self._running_trial(worker_only=kind == NODE)):
+                return  # the search ended first
         at, epoch = time.monotonic() - self.started, _epoch_count(self.out)
         if kind == TRIAL:
-            target = self._kill_trial()
-            if target is None:
-                return
+            pid = self.rng.choice(sorted(running))
+            os.kill(pid, signal.SIGKILL)
+            target = f"pid {pid} ({running[pid]})"
         elif kind == LAUNCHER:
             os.killpg(self.launcher.pid, signal.SIGKILL)
             self.launcher.wait(timeout=60)
@@ -226,7 +230,7 @@ class Harness:
             time.sleep(self.rng.uniform(1.0, 5.0))  # a node that comes back a little later
             self.cluster.start_worker()
         elif kind == MLFLOW:
-            self._restart_mlflow()  # a server still down from before is first brought back
+            self._restart_mlflow(wait=True)  # a server still down from before is first brought back
             target = f"mlflow server pid {self.server.process.pid} (its process group)"
             self.server.stop()
             self.mlflow_back_at = time.monotonic() + self.rng.uniform(*self.soak.mlflow_down_s)
@@ -239,29 +243,32 @@ class Harness:
         self.injections.append(Injection(kind, at, epoch, target))
         self._say(f"{at:7.1f} s, epoch {epoch:4d}: {kind}: {target}")
 
-    def _kill_trial(self, timeout: float = 300) -> str | None:
-        """kill -9 of a Ray worker that is running a trial (on either node); None if the
-        launcher ended before one ran."""
+    def _running_trial(self, worker_only: bool = False, timeout: float = 300) -> dict[int, str]:
+        """Wait until a trial runs (on the worker node, with ``worker_only``): its processes,
+        or none if the launcher ended first."""
         deadline = time.monotonic() + timeout
-        while not (running := self.cluster.trial_processes()):
+        while not (running := self.cluster.trial_processes(worker_only)):
+            self._restart_mlflow_when_due()
             if self.launcher.poll() is not None:
-                return None
+                return {}
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no running trial process to kill:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"no trial ran in {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.1)
-        pid = self.rng.choice(sorted(running))
-        os.kill(pid, signal.SIGKILL)
-        return f"pid {pid} ({running[pid]})"
+        return running
 
     def _restart_mlflow_when_due(self) -> None:
         if self.mlflow_back_at is not None and time.monotonic() >= self.mlflow_back_at:
             self._restart_mlflow()
 
-    def _restart_mlflow(self) -> None:
+    def _restart_mlflow(self, wait: bool = False) -> None:
+        """Start the killed server again; the search goes on meanwhile (it takes 5-40 s to
+        answer here), so only ``wait`` waits for it."""
         if self.server.process is None:
-            self.server.start()
+            self.server.start(wait=False)
             self._say(f"{time.monotonic() - self.started:7.1f} s  MLflow server started again")
         self.mlflow_back_at = None
+        if wait:
+            self.server.wait_until_up()
 
     def _launches_check(self) -> Check:
         expected = ("exit 0", "killed (kill -9)", "Ctrl-C, exit 130")

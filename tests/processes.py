@@ -86,12 +86,17 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Start it; with ``wait``, return once it answers its health check."""
         command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                    "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
                    "--default-artifact-root", str(self.folder / "artifacts")]
         self.process = subprocess.Popen(command, stdout=(self.folder / "server.log").open("a"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            self.wait_until_up()
+
+    def wait_until_up(self) -> None:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -142,11 +147,13 @@ class TwoNodeCluster:
         """The worker node's raylet with everything under it (its trial processes, its agents)."""
         return kill_tree(f"{self.worker_dir}/")
 
-    def trial_processes(self) -> dict[int, str]:
-        """pid -> process title of this cluster's Ray workers running a Tune function trial."""
+    def trial_processes(self, worker_only: bool = False) -> dict[int, str]:
+        """pid -> process title of this cluster's Ray workers running a Tune function trial (on
+        the worker node only, with ``worker_only``)."""
         table = processes()
+        nodes = [self.worker_dir] if worker_only else [self.head_dir, self.worker_dir]
         raylets = {pid for pid, (_, cmd) in table.items()
-                   if "raylet/raylet " in cmd and (f"{self.head_dir}/" in cmd or f"{self.worker_dir}/" in cmd)}
+                   if "raylet/raylet " in cmd and any(f"{node}/" in cmd for node in nodes)}
         return {pid: table[pid][1].strip() for pid in descendants(raylets, table)
                 if table[pid][1].startswith("ray::ImplicitFunc.train")}
 
