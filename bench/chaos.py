@@ -143,9 +143,9 @@ class Harness:
             self._launch()
             plan = [kind for kind, times in self.soak.faults.items() for _ in range(times)]
             self.rng.shuffle(plan)
-            for left, kind in enumerate(reversed(plan)):
+            for done, kind in enumerate(plan):
                 # Spread over the search: 1 .. an even share of the epochs still to come.
-                share = (self.soak.expected_epochs - _epoch_count(self.out)) // (left + 2)
+                share = (self.soak.expected_epochs - _epoch_count(self.out)) // (len(plan) - done + 1)
                 if not self._progress(self.rng.randint(1, max(1, share))):
                     break  # the search ended first: the rest of the plan is not injected
                 time.sleep(self.rng.uniform(0.0, 1.0))
