@@ -47,6 +47,7 @@ from tests.specs import PROJECT_ROOT, recorded_epochs, write_spec
 TRIAL, LAUNCHER, NODE, MLFLOW, CTRL_C = "trial process", "launcher", "worker node", "MLflow server", "Ctrl-C"
 KINDS = (TRIAL, LAUNCHER, NODE, MLFLOW, CTRL_C)
 EXIT_INTERRUPTED = 130
+NODE_WAIT_S = 30.0  # how long a node kill waits for a trial to run on the worker node
 # The optuna study's state for each status of the record.
 STUDY_STATE = {"finished": "COMPLETE", "stopped early": "PRUNED", "failed": "FAIL"}
 
@@ -72,7 +73,7 @@ class Soak:
         return 2 * self.trials
 
 
-FULL = Soak(trials=100, epochs=4, work_s=1.0, faults={TRIAL: 4, LAUNCHER: 3, NODE: 3, MLFLOW: 3, CTRL_C: 1},
+FULL = Soak(trials=100, epochs=4, work_s=0.5, faults={TRIAL: 4, LAUNCHER: 3, NODE: 3, MLFLOW: 3, CTRL_C: 1},
             mlflow_down_s=(5.0, 30.0))
 # Epochs long enough that the faults (relaunches take 10-20 s) fall inside the search.
 QUICK = Soak(trials=12, epochs=4, work_s=1.5, faults={kind: 1 for kind in KINDS}, mlflow_down_s=(2.0, 6.0))
@@ -210,9 +211,10 @@ class Harness:
 
     def _inject(self, kind: str) -> None:
         running: dict[int, str] = {}
-        if kind in (TRIAL, NODE):  # a trial's process, or a node that runs a trial
-            if not (running := self._running_trial(worker_only=kind == NODE)):
-                return  # the search ended first
+        if kind == TRIAL and not (running := self._running_trial()):
+            return  # the search ended first
+        if kind == NODE:  # preferably while it runs a trial; a trial kill has left it idle for good here
+            running = self._running_trial(worker_only=True, timeout=NODE_WAIT_S, required=False)
         at, epoch = time.monotonic() - self.started, _epoch_count(self.out)
         if kind == TRIAL:
             pid = self.rng.choice(sorted(running))
@@ -226,7 +228,8 @@ class Harness:
             self._launch()
         elif kind == NODE:
             killed = self.cluster.kill_worker()
-            target = f"raylet and {len(killed) - 1} processes under it"
+            target = (f"raylet and {len(killed) - 1} processes under it, "
+                      f"{'running a trial' if running else f'idle for {NODE_WAIT_S:.0f} s'}")
             time.sleep(self.rng.uniform(1.0, 5.0))  # a node that comes back a little later
             self.cluster.start_worker()
         elif kind == MLFLOW:
@@ -243,15 +246,18 @@ class Harness:
         self.injections.append(Injection(kind, at, epoch, target))
         self._say(f"{at:7.1f} s, epoch {epoch:4d}: {kind}: {target}")
 
-    def _running_trial(self, worker_only: bool = False, timeout: float = 300) -> dict[int, str]:
+    def _running_trial(self, worker_only: bool = False, timeout: float = 300,
+                       required: bool = True) -> dict[int, str]:
         """Wait until a trial runs (on the worker node, with ``worker_only``): its processes,
-        or none if the launcher ended first."""
+        or none if the launcher ended first (or, unless ``required``, after ``timeout``)."""
         deadline = time.monotonic() + timeout
         while not (running := self.cluster.trial_processes(worker_only)):
             self._restart_mlflow_when_due()
             if self.launcher.poll() is not None:
                 return {}
             if time.monotonic() > deadline:
+                if not required:
+                    return {}
                 raise RuntimeError(f"no trial ran in {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.1)
         return running
