@@ -15,7 +15,7 @@ sync`), the invariants a user relies on are checked:
 5. the Optuna study has the same trials, in matching states;
 6. the best checkpoint loads and reproduces its recorded value on the validation split.
 
-    python -m bench.chaos            # 100 trials, each fault several times (about 10 minutes on 2 CPUs)
+    python -m bench.chaos            # 100 trials, 14 faults (about 7 minutes on 2 busy CPUs)
     python -m bench.chaos --quick    # 12 trials, each fault once (what the tests run)
 
 The moments are counted in the search's own progress (epochs recorded since the last fault,
