@@ -1,6 +1,6 @@
 """Run every benchmark, print its table, and write them all to a markdown file.
 
-    python -m bench.run_all              # the full set (about 45 minutes on 2 CPUs)
+    python -m bench.run_all              # the full set (about 55 minutes on 2 CPUs)
     python -m bench.run_all --quick      # each one briefly: checks they still run (CI does this)
     python -m bench.run_all --only trial_start loop_throughput
 """
@@ -17,7 +17,7 @@ from bench.common import machine
 
 BENCHMARKS = ("loop_throughput", "data_throughput", "tracking_overhead", "trial_start", "trial_overhead",
               "trial_marginal",
-              "search_efficiency")
+              "search_efficiency", "chaos")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_port, kill_tree
 from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
-from tests.test_multinode import _free_port, _kill_tree
 from trainables import load_model
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ JOB_ID = "hpsearch-job-test"
 class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port, self.dashboard_port, self.metrics_port = _free_port(), _free_port(), _free_port()
+        self.port, self.dashboard_port, self.metrics_port = free_port(), free_port(), free_port()
         self.env = {
             **os.environ,
             "RAY_AUTH_MODE": "token",
@@ -64,15 +64,15 @@ class Cluster:
         started = self.ray("start", "--head", f"--port={self.port}", "--num-cpus=2", f"--num-gpus={GPUS}",
                            f"--temp-dir={self.root / 'ray'}", "--dashboard-host=127.0.0.1",
                            f"--dashboard-port={self.dashboard_port}", f"--metrics-export-port={self.metrics_port}",
-                           f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-                           f"--runtime-env-agent-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+                           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                           f"--runtime-env-agent-port={free_port()}", f"--ray-client-server-port={free_port()}",
                            "--disable-usage-stats")
         assert started.returncode == 0, started.stderr[-3000:]
 
     def stop(self) -> None:
         # `ray stop` would stop every Ray on the machine; these processes name the temp dir or port.
-        _kill_tree(str(self.root / "ray"))
-        _kill_tree(f":{self.port}")
+        kill_tree(str(self.root / "ray"))
+        kill_tree(f":{self.port}")
 
 
 @pytest.fixture(scope="module")

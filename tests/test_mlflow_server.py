@@ -4,19 +4,16 @@ goes on, keeps everything in its folder, and `launch.py sync` sends what MLflow 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.processes import MlflowServer
 from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.search.run import SearchOptions, launch_search
@@ -26,40 +23,6 @@ pytestmark = pytest.mark.slow
 
 TRIALS = 3
 EPOCHS = 2
-
-
-class MlflowServer:
-    """`mlflow server` as a child process on a free loopback port, stopped and restarted at will."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
-                   "--default-artifact-root", str(self.folder / "artifacts")]
-        self.process = subprocess.Popen(command, stdout=(self.folder / "server.log").open("a"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError((self.folder / "server.log").read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-            self.process = None
 
 
 @pytest.fixture

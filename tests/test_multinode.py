@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,48 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_port, kill_tree
 from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
 
 pytestmark = pytest.mark.slow
 
 TRIALS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line), read from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        found[int(entry.name)] = (parent, cmdline)
-    return found
-
-
-def _kill_tree(matching: str) -> None:
-    """SIGKILL every process whose command line holds `matching`, with all its descendants."""
-    processes = _processes()
-    doomed = {pid for pid, (_, cmd) in processes.items() if matching in cmd and pid != os.getpid()}
-    grew = True
-    while grew:
-        children = {pid for pid, (parent, _) in processes.items() if parent in doomed}
-        grew = not children <= doomed
-        doomed |= children
-    for pid in doomed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _ray(*args: str, env: dict) -> None:
@@ -69,7 +31,7 @@ def _results(out: Path) -> dict[str, list[dict]]:
 
 
 def test_search_survives_losing_a_node(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(PROJECT_ROOT)}
     try:
@@ -97,7 +59,7 @@ def test_search_survives_losing_a_node(tmp_path: Path) -> None:
             if len(running) == 2:
                 break
             time.sleep(0.2)
-        _kill_tree("second_node")  # the second node's raylet, with its workers and agents
+        kill_tree("second_node")  # the second node's raylet, with its workers and agents
 
         assert launch.wait(timeout=400) == 0, log.read_text()[-3000:]
         summary = json.loads((out / "summary.json").read_text())
@@ -110,5 +72,5 @@ def test_search_survives_losing_a_node(tmp_path: Path) -> None:
             assert results[trial["trial_id"]][-1]["resumed_from_epoch"] >= 1
     finally:
         # Ray writes the node's own IP into its processes' --gcs-address, not 127.0.0.1.
-        _kill_tree(f":{port}")
-        _kill_tree(f"gcs_server_port={port}")
+        kill_tree(f":{port}")
+        kill_tree(f"gcs_server_port={port}")

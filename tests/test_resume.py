@@ -15,6 +15,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.processes import launch, launch_command
 from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
 from trainables.tracking.runs import END_TAG, TRIAL_ID_TAG
 
@@ -22,18 +23,8 @@ pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
 
 
-def _command(spec_file: Path, out: Path) -> list[str]:
-    return [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out), "--quiet"]
-
-
-def _launch(spec_file: Path, out: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(_command(spec_file, out), cwd=PROJECT_ROOT, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=ENV,
-                            start_new_session=True)  # its own process group, as a terminal's job
-
-
 def _run(spec_file: Path, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(spec_file, out), cwd=PROJECT_ROOT, capture_output=True, text=True,
+    return subprocess.run(launch_command(spec_file, out), cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=timeout, env=ENV)
 
 
@@ -70,7 +61,7 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
     trials, epochs = 6, 4
     spec_file = _spec(tmp_path, "resume", trials, epochs, asha=False, concurrency=2)
     out = tmp_path / "out"
-    first = _launch(spec_file, out, tmp_path / "first.log")
+    first = launch(launch_command(spec_file, out), tmp_path / "first.log", ENV)
 
     def two_done_one_running() -> bool:
         rows = recorded_epochs(out)
@@ -116,7 +107,7 @@ def test_ctrl_c_interrupts_truthfully_and_the_same_command_continues(tmp_path: P
     spec_file = _spec(tmp_path, "ctrlc", trials, epochs, asha=False, concurrency=2)
     out = tmp_path / "out"
     log = tmp_path / "first.log"
-    first = _launch(spec_file, out, log)
+    first = launch(launch_command(spec_file, out), log, ENV)
     _wait_for(first, log, lambda: sum(len(r) for r in recorded_epochs(out).values()) >= 3)
 
     # A second launch on the running folder: refused at once, in one line naming the search.
@@ -174,7 +165,7 @@ def test_continued_search_makes_the_stop_decisions_of_an_uninterrupted_one(tmp_p
 
     out = tmp_path / "interrupted"
     log = tmp_path / "first.log"
-    first = _launch(spec_file, out, log)
+    first = launch(launch_command(spec_file, out), log, ENV)
     _wait_for(first, log, lambda: len(_ended(out)) >= 3 and len(recorded_epochs(out)) > len(_ended(out)))
     os.killpg(first.pid, signal.SIGINT)
     assert first.wait(timeout=60) == 130, log.read_text()[-3000:]
