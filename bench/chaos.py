@@ -358,7 +358,7 @@ def _epochs_once(out: Path) -> Check:
 def _mlflow_runs(summary: dict, ended: dict[str, str], uri: str, sync: subprocess.CompletedProcess) -> Check:
     from mlflow.tracking import MlflowClient
 
-    from trainables.tracking import END_TAG, TRIAL_ID_TAG
+    from trainables.tracking.runs import END_TAG, TRIAL_ID_TAG
 
     info = summary["mlflow"]
     client = MlflowClient(uri)
@@ -404,8 +404,8 @@ def _optuna_study(out: Path, events: list[dict], ended: dict[str, str]) -> Check
 def _best_checkpoint(out: Path, summary: dict) -> Check:
     from data import build_splits
     from trainables import load_config, load_model
-    from trainables.loop import evaluate
-    from trainables.spec import SearchSpec
+    from trainables.trial.loop import evaluate
+    from trainables.spec.schema import SearchSpec
 
     model = load_model(out / "best")
     spec = SearchSpec.model_validate(load_config(out / "best"))

@@ -118,7 +118,7 @@ def main(quick: bool = False, work: Workload | None = None) -> Table:
     service_trial_phase: list[float] = []
     with ray_cluster(num_cpus=work.concurrency):
         times = interleaved({
-            "service: whole search (run_search, random, no early stopping)":
+            "service: whole search (launch_search, random, no early stopping)":
                 lambda: run_service(work, service_trial_phase),
             "bare Ray Tune, default settings": lambda: run_bare_tune(work, reuse_actors=False),
             "bare Ray Tune, reuse_actors=True": lambda: run_bare_tune(work, reuse_actors=True),
