@@ -322,6 +322,14 @@ def test_parameter_counts_of_all_sizes_on_meta_device() -> None:
     assert encoder["base"] == pytest.approx(expected, rel=0.05)
 
 
+@pytest.mark.parametrize(("decoder_depth", "blocks"), [(None, MAE_SIZES["tiny"].decoder_depth), (2, 2)])
+def test_decoder_depth_overrides_the_size(decoder_depth: int | None, blocks: int) -> None:
+    with torch.device("meta"):
+        model = create_model("mae_vit", size="tiny", decoder_depth=decoder_depth, **FULL_MAE)
+    assert len(model.decoder_blocks) == blocks
+    assert len(model.blocks) == MAE_SIZES["tiny"].depth  # the encoder is the size's either way
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -339,6 +347,7 @@ def test_parameter_counts_of_all_sizes_on_meta_device() -> None:
         ({"loss_weights": {"l1": 1.0}}, r"unknown keys \['l1'\]; expected keys: mse, sam"),
         ({"loss_weights": {"sam": -1.0}}, r"loss_weights must be >= 0"),
         ({"decoder_dim": 100}, r"decoder_dim must be a positive multiple of the 3 decoder heads"),
+        ({"decoder_depth": 0}, r"decoder_depth must be a positive integer, got 0"),
     ],
 )
 def test_invalid_arguments_raise_value_error(overrides: dict, message: str) -> None:
