@@ -143,48 +143,41 @@ class IntRange(_Distribution):
         return IntDistribution(self.low, self.high, log=self.log, step=self.step)
 
 
-class Choice(_Distribution):
-    type: Literal["choice"]
+class _Values(_Distribution):
+    """A list of values (Optuna's categorical distribution)."""
+
     values: list[Any] = Field(min_length=1)
 
     def candidate_values(self) -> list[Any]:
         return list(self.values)
+
+    def to_optuna(self) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution([optuna_scalar(v) for v in self.values])
+
+    def from_optuna(self, value: Any) -> Any:
+        return self.values[[optuna_scalar(v) for v in self.values].index(value)]
+
+
+class Choice(_Values):
+    type: Literal["choice"]
 
     def to_tune(self) -> Any:
         from ray import tune
 
         return tune.choice(self.values)
 
-    def to_optuna(self) -> Any:
-        from optuna.distributions import CategoricalDistribution
 
-        return CategoricalDistribution([optuna_scalar(v) for v in self.values])
-
-    def from_optuna(self, value: Any) -> Any:
-        return self.values[[optuna_scalar(v) for v in self.values].index(value)]
-
-
-class Grid(_Distribution):
-    """Every value is tried (times the trial budget); only the random searcher takes it."""
+class Grid(_Values):
+    """Every value is tried, in order (times the trial budget); the random and grid searchers take it."""
 
     type: Literal["grid"]
-    values: list[Any] = Field(min_length=1)
-
-    def candidate_values(self) -> list[Any]:
-        return list(self.values)
 
     def to_tune(self) -> Any:
         from ray import tune
 
         return tune.grid_search(self.values)
-
-    def to_optuna(self) -> Any:
-        from optuna.distributions import CategoricalDistribution
-
-        return CategoricalDistribution([optuna_scalar(v) for v in self.values])
-
-    def from_optuna(self, value: Any) -> Any:
-        return self.values[[optuna_scalar(v) for v in self.values].index(value)]
 
 
 Distribution = Annotated[
