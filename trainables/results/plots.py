@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from trainables.objective import Objective
 from trainables.results.search_data import SearchData
 
 STATUS_STYLE = {"finished": "-", "stopped early": "--", "failed": ":", "running": "-"}
@@ -63,7 +64,8 @@ def best_so_far(search: SearchData) -> Figure:
     if points:
         seconds, values = np.array(points).T
         scale, unit = (60.0, "minutes") if seconds.max() > 120 else (1.0, "seconds")
-        best = np.minimum.accumulate(values) if search.mode == "min" else np.maximum.accumulate(values)
+        sign = Objective(search.metric, search.mode).sign  # +1 for min, -1 for max
+        best = sign * np.minimum.accumulate(sign * values)
         ax.scatter(seconds / scale, values, s=12, color="0.6", label="an epoch's value")
         ax.step(seconds / scale, best, where="post", color="tab:blue", linewidth=2, label="best so far", gid="best")
         ax.set_xlabel(f"wall time since the search began ({unit})")
