@@ -43,7 +43,7 @@ from trainables.results.record import (
     SearchRecord,
     TrialRecord,
 )
-from trainables.spec.distributions import Grid
+from trainables.spec.distributions import Grid, optuna_scalar
 from trainables.spec.schema import SearchSpec
 
 
@@ -114,7 +114,7 @@ class StudySearcher(_DriverOnly, Searcher):
             return Searcher.FINISHED
         self.projection.flush()  # the sampler sees every result told so far
         self.study.sampler = self._sampler(issued)
-        point = {k: _scalar(v) for k, v in self._points[issued % len(self._points)].items()}
+        point = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
         if point:
             self.study.enqueue_trial(point, skip_if_exists=False)
         asked = self.study.ask(self._space)
@@ -136,12 +136,6 @@ class StudySearcher(_DriverOnly, Searcher):
 
     def _config(self, params: dict[str, Any]) -> dict[str, Any]:
         return {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
-
-
-def _scalar(value: Any) -> Any:
-    from trainables.spec.distributions import optuna_scalar
-
-    return optuna_scalar(value)
 
 
 class StudyProjection(RecordListener):
