@@ -148,11 +148,6 @@ class SearchRecord:
     def ranked(self) -> list[TrialRecord]:
         return self.objective.ranked(self.trials.values(), key=lambda t: t.best_value(self.objective))
 
-    def rung_values(self, milestones: list[int]) -> dict[int, dict[str, float]]:
-        """Milestone -> {trial id: metric at that epoch}, as ASHA records them."""
-        return {m: {t.trial_id: v for t in self.trials.values()
-                    if (v := t.value_at(m, self.objective.metric)) is not None} for m in milestones}
-
     # ----- writing -----
     def open_for_writing(self, listeners: list[RecordListener] = ()) -> "SearchRecord":
         """Start a session (the caller holds the folder's lock). A line cut short by a kill is

@@ -189,10 +189,6 @@ class SearchStop(Stopper):
     def stop_all(self) -> bool:
         return self.interrupted or (self.deadline is not None and time.monotonic() >= self.deadline)
 
-    @property
-    def out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
     @contextmanager
     def catching_sigint(self) -> Iterator[None]:
         """Tune's own handler is off (it would record a Ctrl-C as the end of the search)."""
