@@ -17,7 +17,7 @@ from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader
 
 from data import ClipsDataConfig, DataError, build_clip_datasets, build_splits, prepare_clips
-from data.synthetic_clips import write_synthetic_clips
+from data.synthetic.clips import write_synthetic_clips
 from models import create_model
 from models.classification import focal_loss, inverse_frequency_weights
 from models.resnet3d_multitask import augment_clips

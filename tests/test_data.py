@@ -25,8 +25,8 @@ from data import (
     make_split,
     prepare,
 )
-from data.band_stats import dataset_moments
-from data.synthetic_hyperspectral import write_synthetic_cubes
+from data.h5.band_stats import dataset_moments
+from data.synthetic.hyperspectral import write_synthetic_cubes
 
 SMALL_SYNTHETIC = {"cubes": 3, "bands": 6, "height": 32, "width": 32, "endmembers": 3}
 

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data import DataError, KeypointImages, KeypointsDataConfig, build_keypoint_datasets, build_splits
-from data.keypoints import prepare_keypoints
+from data.kinds.keypoints import prepare_keypoints
 from models import create_model
 from models.keypoint_unet import heatmap_peaks, keypoint_errors, pck, render_heatmaps
 from trainables.spec.schema import load_spec

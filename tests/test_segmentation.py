@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data import DataError, SegmentationDataConfig, SegmentationTiles, build_segmentation_datasets, build_splits
-from data.segmentation import prepare_segmentation, tile_starts
+from data.kinds.segmentation import prepare_segmentation, tile_starts
 from models import create_model
 from models.attention_unet import AttentionGate, iou_and_dice, soft_dice_loss
 from trainables.spec.schema import load_spec

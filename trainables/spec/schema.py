@@ -25,6 +25,7 @@ from pydantic import (
     PositiveInt,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from data import DATA_KINDS, DataConfig, HyperspectralDataConfig
@@ -146,6 +147,19 @@ class SearchSpec(_Section):
     resources: ResourcesSpec = ResourcesSpec()
     registry: RegistrySpec = RegistrySpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _import_user_modules(cls, raw: Any) -> Any:
+        # Before any section is validated: a user's module may register the data kind that
+        # `data:` names. Every process that validates a spec (the driver, a trial actor, a Ray
+        # Train worker, a report) thus has the user's kinds and models; a module that cannot be
+        # imported raises ImportError here (validate_spec has imported them with one-line errors).
+        imports = raw.get("imports") if isinstance(raw, dict) else None
+        if isinstance(imports, list) and all(isinstance(module, str) for module in imports):
+            for module in imports:
+                import_module(module)
+        return raw
+
     @property
     def max_t(self) -> int:
         return self.scheduler.max_t or self.training.epochs
@@ -209,12 +223,8 @@ def load_spec(name_or_path: str, overrides: list[str] = ()) -> tuple[SearchSpec,
 
 def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     """Validate a raw spec dict; every failure is a one-line ``SpecError``."""
+    _import_modules(raw, where)
     spec = _parse(raw, where)
-    for index, module in enumerate(spec.imports):
-        try:
-            import_module(module)
-        except ImportError as exc:
-            raise SpecError(f"{where}: imports.{index}: cannot import {module!r} ({exc})") from None
     _check_model(spec.model, where, "model")
     _check_search(spec, raw, where)
     _check_experiments(spec, raw, where)
@@ -225,6 +235,22 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     if getattr(spec.data, "path", None) is not None and not Path(spec.data.path).expanduser().exists():
         raise SpecError(f"{where}: data.path: no such file or directory: {spec.data.path}")
     return compile_matrix(spec)
+
+
+def _import_modules(raw: dict[str, Any], where: str) -> None:
+    """Import the spec's ``imports`` before anything is validated: they may register the data
+    kind (or the model) the spec names. A malformed ``imports`` is left for _parse to word."""
+    imports = raw.get("imports")
+    if not isinstance(imports, list):
+        return
+    for index, module in enumerate(imports):
+        if not isinstance(module, str):
+            return
+        try:
+            import_module(module)
+        # ValueError: a module whose registration fails (a data kind or model already registered).
+        except (ImportError, ValueError, TypeError) as exc:
+            raise SpecError(f"{where}: imports.{index}: cannot import {module!r} ({exc})") from None
 
 
 def compile_matrix(spec: SearchSpec) -> SearchSpec:
@@ -290,24 +316,22 @@ def _parse(raw: dict[str, Any], where: str) -> SearchSpec:
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = _clean_loc(error["loc"])
-        raise SpecError(f"{where}: {'.'.join(loc) or '(top level)'}: {_explain(error, loc)}") from None
+        raise SpecError(f"{where}: {'.'.join(loc) or '(top level)'}: {_explain(error, loc, raw)}") from None
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> list[str]:
-    # pydantic puts discriminator tags into locations (search.x.loguniform.low,
-    # data.hyperspectral.crop); the user's file has no such level, so drop them.
+    # pydantic puts discriminator tags into locations (search.x.loguniform.low); the user's
+    # file has no such level, so drop them. (The data kinds' dispatch adds none: data.crop.)
     parts = [str(p) for p in loc]
     if len(parts) > 2 and parts[0] == "search" and parts[2] in DISTRIBUTION_TYPES:
         del parts[2]
-    if len(parts) > 1 and parts[0] == "data" and parts[1] in DATA_KINDS:
-        del parts[1]
     return parts
 
 
-def _explain(error: dict[str, Any], loc: list[str]) -> str:
+def _explain(error: dict[str, Any], loc: list[str], raw: dict[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1], error["loc"])
+        allowed = _allowed_keys(loc[:-1], raw)
         return f"unknown key; expected one of: {', '.join(allowed)}" if allowed else "unknown key"
     if kind == "missing":
         return "required key is missing"
@@ -323,11 +347,11 @@ def _explain(error: dict[str, Any], loc: list[str]) -> str:
     return f"{message} (got {error['input']!r})" if kind not in ("value_error",) else message
 
 
-def _allowed_keys(loc: list[str], raw_loc: tuple[Any, ...]) -> list[str]:
+def _allowed_keys(loc: list[str], raw: dict[str, Any]) -> list[str]:
     """Field names of the section at ``loc`` (for the 'unknown key' message)."""
     model: Any = SearchSpec
-    if loc[:1] == ["data"] and len(raw_loc) > 1:  # data sections: the kind's own config class
-        model, loc = DATA_KINDS.get(str(raw_loc[1])), loc[1:]
+    if loc[:1] == ["data"]:  # data sections: the config class of the kind the section names
+        model, loc = DATA_KINDS.get(str(raw.get("data", {}).get("kind"))), loc[1:]
     for part in loc:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:

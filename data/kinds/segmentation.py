@@ -11,21 +11,23 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import h5py
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import Dataset
 
-from data.band_stats import dataset_moments, file_fingerprint, read_sidecar, write_sidecar
 from data.errors import DataError
-from data.h5_arrays import array_shape, synthetic_file
-from data.h5_sources import open_hdf5
-from data.index_split import IndexSplit, split_indices
-from data.lazy_h5 import LazyFile
-from data.synthetic_segmentation import GENERATOR_VERSION, write_synthetic_segmentation
+from data.h5.arrays import array_shape
+from data.h5.band_stats import sidecar_path, stored_band_stats
+from data.h5.cache import data_file
+from data.h5.lazy_file import LazyFile
+from data.h5.sources import open_hdf5
+from data.kinds.registry import register_data_kind
+from data.splits.index import IndexSplit, split_indices
+from data.synthetic.segmentation import GENERATOR_VERSION, write_synthetic_segmentation
 
 if TYPE_CHECKING:
     import albumentations
@@ -120,11 +122,8 @@ class SegmentationData:
 
 def prepare_segmentation(cfg: SegmentationDataConfig) -> SegmentationData:
     """Check the file (generating synthetic data on first use) and summarise it; cheap when repeated."""
-    if cfg.path is None:
-        path = synthetic_file("segmentation", GENERATOR_VERSION, cfg.synthetic.model_dump(), cfg.cache_dir,
-                              write_synthetic_segmentation)
-    else:
-        path = Path(cfg.path).expanduser().resolve()
+    path = data_file(cfg.path, "segmentation", GENERATOR_VERSION, cfg.synthetic.model_dump(), cfg.cache_dir,
+                     write_synthetic_segmentation)
     with open_hdf5(path) as f:
         n, channels, height, width = array_shape(f, IMAGES, "(N, C, H, W) with C = 2 or 3", ndim=4)
         mask_shape = array_shape(f, MASKS, f"({n}, 1, {height}, {width}) of 0/1", ndim=4, kinds="fiub")
@@ -140,37 +139,20 @@ def prepare_segmentation(cfg: SegmentationDataConfig) -> SegmentationData:
     if min(height, width) < cfg.crop:
         raise DataError(f"{path}: dataset '{IMAGES}' has images of {height}x{width} pixels but expected at least "
                         f"{cfg.crop}x{cfg.crop} (data.crop)")
-    mean, std = channel_stats(path, n)
+    mean, std = stored_band_stats([str(path)], IMAGES, sidecar_path(path), channels, check=_check_masks)
     return SegmentationData(str(path), n, channels, height, width, mean, std)
 
 
-def channel_stats(path: Path, images: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of `images`, reused from the sidecar while the file is unchanged.
-
-    The one pass that computes them also checks every mask value, so each version of a
-    file is read whole once, not at the start of every trial.
-    """
-    sidecar = path.with_name(f"{path.name}.stats.json")
-    fingerprint = file_fingerprint([str(path)], IMAGES)
-    stored = read_sidecar(sidecar, fingerprint)
-    if stored is not None:
-        return stored
-    with open_hdf5(path) as f:
-        try:
-            moments = dataset_moments(f[IMAGES])
-            for index in range(images):
-                mask = f[MASKS][index]
-                if ((mask != 0) & (mask != 1)).any():
-                    raise DataError(f"{path}: dataset '{MASKS}' has values other than 0 and 1 in mask {index} "
-                                    "but expected a binary mask")
-        except OSError as exc:
-            raise DataError(f"{path}: dataset '{IMAGES}' or '{MASKS}' could not be read "
-                            "(truncated or corrupt)") from exc
-    if not moments.is_finite():
-        raise DataError(f"{path}: dataset '{IMAGES}' contains NaN or infinite values but expected finite ones")
-    mean, std = moments.mean.tolist(), moments.std.tolist()
-    write_sidecar(sidecar, fingerprint, mean, std)
-    return mean, std
+def _check_masks(f: h5py.File) -> None:
+    """Every mask value is 0 or 1 (run in the stats' pass over the file, see stored_band_stats)."""
+    try:
+        for index in range(f[MASKS].shape[0]):
+            mask = f[MASKS][index]
+            if ((mask != 0) & (mask != 1)).any():
+                raise DataError(f"{f.filename}: dataset '{MASKS}' has values other than 0 and 1 in mask {index} "
+                                "but expected a binary mask")
+    except OSError as exc:
+        raise DataError(f"{f.filename}: dataset '{MASKS}' could not be read (truncated or corrupt)") from exc
 
 
 def tile_starts(length: int, crop: int) -> list[int]:
@@ -257,6 +239,7 @@ class SegmentationTiles(Dataset):
         }
 
 
+@register_data_kind(SegmentationDataConfig)
 def build_segmentation_datasets(cfg: SegmentationDataConfig) -> tuple[SegmentationTiles, SegmentationTiles, IndexSplit]:
     """Prepare the data and return (train, val, split), the split of images seeded by cfg.split_seed."""
     prepared = prepare_segmentation(cfg)

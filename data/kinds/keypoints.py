@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -18,11 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import Dataset
 
 from data.errors import DataError
-from data.h5_arrays import array_shape, synthetic_file
-from data.h5_sources import open_hdf5
-from data.index_split import IndexSplit, split_indices
-from data.lazy_h5 import LazyFile
-from data.synthetic_keypoints import GENERATOR_VERSION, write_synthetic_keypoints
+from data.h5.arrays import array_shape
+from data.h5.cache import data_file
+from data.h5.lazy_file import LazyFile
+from data.h5.sources import open_hdf5
+from data.kinds.registry import register_data_kind
+from data.splits.index import IndexSplit, split_indices
+from data.synthetic.keypoints import GENERATOR_VERSION, write_synthetic_keypoints
 
 IMAGES, KEYPOINTS = "images", "keypoints"  # dataset names inside the file
 
@@ -92,11 +93,8 @@ class KeypointsData:
 
 def prepare_keypoints(cfg: KeypointsDataConfig) -> KeypointsData:
     """Check the file (generating synthetic data on first use) and summarise it; cheap when repeated."""
-    if cfg.path is None:
-        path = synthetic_file("keypoints", GENERATOR_VERSION, cfg.synthetic.model_dump(), cfg.cache_dir,
-                              write_synthetic_keypoints)
-    else:
-        path = Path(cfg.path).expanduser().resolve()
+    path = data_file(cfg.path, "keypoints", GENERATOR_VERSION, cfg.synthetic.model_dump(), cfg.cache_dir,
+                     write_synthetic_keypoints)
     with open_hdf5(path) as f:
         n, channels, height, width = array_shape(f, IMAGES, "(N, C, H, W)", ndim=4)
         if n < 2:
@@ -150,6 +148,7 @@ class KeypointImages(Dataset):
         return {"image": image, "keypoints": keypoints}
 
 
+@register_data_kind(KeypointsDataConfig)
 def build_keypoint_datasets(cfg: KeypointsDataConfig) -> tuple[KeypointImages, KeypointImages, IndexSplit]:
     """Prepare the data and return (train, val, split), the split seeded by cfg.split_seed."""
     prepared = prepare_keypoints(cfg)

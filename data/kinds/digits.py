@@ -9,10 +9,8 @@ reads the images.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import h5py
@@ -21,20 +19,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 
-from data.band_stats import dataset_moments, file_fingerprint, read_sidecar, write_sidecar
 from data.errors import DataError
-from data.h5_arrays import array_shape, synthetic_file
-from data.h5_sources import open_hdf5
-from data.in_memory import fits_in_memory, normalised
-from data.index_split import IndexSplit, split_indices
-from data.lazy_h5 import LazyFile
-
-IMAGES, LABELS = "images", "labels"  # dataset names inside the file
-# A held-out test split, when a file has one, is a group of that name in the same layout
-# (`test/images`, `test/labels`): never trained on, never used to select a model.
-TEST = "test"
-# Bump whenever the written file changes, so cached files are not reused.
-DIGITS_FILE_VERSION = 1
+from data.h5.arrays import array_shape
+from data.h5.band_stats import sidecar_path, stored_band_stats
+from data.h5.cache import data_file
+from data.h5.in_memory import fits_in_memory, normalised
+from data.h5.lazy_file import LazyFile
+from data.h5.sources import open_hdf5
+from data.kinds.registry import register_data_kind
+from data.splits.index import IndexSplit, split_indices
+from data.synthetic.digits import DIGITS_FILE_VERSION, IMAGES, LABELS, TEST, write_sklearn_digits
 
 
 class DigitsDataConfig(BaseModel):
@@ -73,29 +67,14 @@ class ImagesData:
     images_key: str = IMAGES  # the dataset read: `images`, or `test/images` for a test split
 
 
-def write_sklearn_digits(path: str | Path) -> None:
-    """Write scikit-learn's digits as `images` (1797, 1, 8, 8) uint8 (values 0..16) and `labels` (1797,) int64."""
-    # Imported here: only the first run on a machine needs it, and it takes a second to import.
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    with h5py.File(path, "w") as f:
-        f.attrs.update(source="sklearn.datasets.load_digits", version=DIGITS_FILE_VERSION)
-        f.create_dataset(IMAGES, data=digits.images[:, None].astype(np.uint8))
-        f.create_dataset(LABELS, data=digits.target.astype(np.int64))
-
-
 def prepare_images(cfg: DigitsDataConfig) -> ImagesData:
     """Check the file (writing the digits file on first use) and read its labels and stats; cheap when repeated."""
-    if cfg.path is None:
-        path = synthetic_file("digits", DIGITS_FILE_VERSION, {}, cfg.cache_dir, write_sklearn_digits)
-    else:
-        path = Path(cfg.path).expanduser().resolve()
+    path = data_file(cfg.path, "digits", DIGITS_FILE_VERSION, {}, cfg.cache_dir, write_sklearn_digits)
     with open_hdf5(path) as f:
         shape, labels = _read_images_and_labels(f, IMAGES, LABELS)
     if shape[0] < 2:
         raise DataError(f"{path}: dataset '{IMAGES}' holds {shape[0]} image(s) but expected at least 2 (train and val)")
-    mean, std = _channel_stats(path, shape[1])
+    mean, std = stored_band_stats([str(path)], IMAGES, sidecar_path(path), shape[1])
     return ImagesData(str(path), shape, labels, mean, std)
 
 
@@ -128,26 +107,6 @@ def prepare_test_images(prepared: ImagesData) -> ImagesData | None:
     return ImagesData(prepared.path, shape, labels, prepared.channel_mean, prepared.channel_std, images_key)
 
 
-def _channel_stats(path: Path, channels: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of `images`, from the sidecar if it matches the file, else computed and stored."""
-    sidecar = path.with_name(f"{path.name}.stats.json")
-    fingerprint = file_fingerprint([str(path)], IMAGES)
-    stored = read_sidecar(sidecar, fingerprint)
-    if stored is not None and len(stored[0]) == channels:
-        return stored
-    # A non-finite pixel is reported below as one DataError, not as numpy warnings first.
-    with open_hdf5(path) as f, np.errstate(invalid="ignore", over="ignore"):
-        try:
-            moments = dataset_moments(f[IMAGES])
-        except OSError as exc:
-            raise DataError(f"{path}: dataset '{IMAGES}' could not be read (truncated or corrupt)") from exc
-    if not moments.is_finite():
-        raise DataError(f"{path}: dataset '{IMAGES}' contains NaN or infinite values but expected finite ones")
-    mean, std = moments.mean.tolist(), moments.std.tolist()
-    write_sidecar(sidecar, fingerprint, mean, std)
-    return mean, std
-
-
 class ImageDataset(Dataset):
     """Images of the given indices, standardised per channel.
 
@@ -163,7 +122,7 @@ class ImageDataset(Dataset):
         self._scale = 1.0 / np.where(std > 0, std, np.float32(1.0))
         self._file = LazyFile(prepared.path)
         self._labels = torch.from_numpy(prepared.labels[self.indices])
-        # Small image sets are read and normalised once per process (data.in_memory).
+        # Small image sets are read and normalised once per process (data.h5.in_memory).
         self._preload = fits_in_memory(int(np.prod(prepared.shape)))
         self._images: torch.Tensor | None = None
         self._owner_pid: int | None = None
@@ -185,16 +144,14 @@ class ImageDataset(Dataset):
         return {IMAGES: image, LABELS: self._labels[index]}  # image: [C, H, W]
 
     def _in_memory(self) -> torch.Tensor:
-        if self._images is None or self._owner_pid != os.getpid():
+        def read() -> torch.Tensor:
             whole = self._file[self.prepared.images_key][()]  # one read of the file's images; this split's are kept
-            images = normalised(whole[np.asarray(self.indices)], self._mean, self._scale)
-            self._images, self._owner_pid = torch.from_numpy(images), os.getpid()
-        return self._images
+            return torch.from_numpy(normalised(whole[np.asarray(self.indices)], self._mean, self._scale))
 
-    def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_images": None, "_owner_pid": None}  # each process reads its own
+        return self._file.kept("images", read)
 
 
+@register_data_kind(DigitsDataConfig)
 def build_image_datasets(cfg: DigitsDataConfig) -> tuple[ImageDataset, ImageDataset, IndexSplit]:
     """Prepare the data and return (train, val, split), the split stratified by label and seeded."""
     prepared = prepare_images(cfg)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import h5py
@@ -19,11 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 
 from data.errors import DataError
-from data.h5_arrays import array_shape, synthetic_file
-from data.h5_sources import open_hdf5
-from data.index_split import IndexSplit, split_indices
-from data.lazy_h5 import LazyFile
-from data.synthetic_clips import GENERATOR_VERSION, write_synthetic_clips
+from data.h5.arrays import array_shape
+from data.h5.cache import data_file
+from data.h5.lazy_file import LazyFile
+from data.h5.sources import open_hdf5
+from data.kinds.registry import register_data_kind
+from data.splits.index import IndexSplit, split_indices
+from data.synthetic.clips import GENERATOR_VERSION, write_synthetic_clips
 
 CLIPS, LABELS = "clips", "labels"  # dataset and group names inside the file
 CLIPS_LAYOUT = "(N, views, channels, frames, height, width)"
@@ -79,11 +80,8 @@ class ClipsData:
 
 def prepare_clips(cfg: ClipsDataConfig) -> ClipsData:
     """Check the file (generating synthetic clips on first use) and read its labels; cheap when repeated."""
-    if cfg.path is None:
-        path = synthetic_file("clips", GENERATOR_VERSION, cfg.synthetic.model_dump(), cfg.cache_dir,
-                              write_synthetic_clips)
-    else:
-        path = Path(cfg.path).expanduser().resolve()
+    path = data_file(cfg.path, "clips", GENERATOR_VERSION, cfg.synthetic.model_dump(), cfg.cache_dir,
+                     write_synthetic_clips)
     with open_hdf5(path) as f:
         shape = array_shape(f, CLIPS, CLIPS_LAYOUT, ndim=6)
         scale = 1 / 255 if f[CLIPS].dtype == np.uint8 else 1.0
@@ -146,6 +144,7 @@ class ClipDataset(Dataset):
         return item
 
 
+@register_data_kind(ClipsDataConfig)
 def build_clip_datasets(cfg: ClipsDataConfig) -> tuple[ClipDataset, ClipDataset, IndexSplit]:
     """Prepare the data and return (train, val, split), the split a seeded shuffle of the clips."""
     prepared = prepare_clips(cfg)

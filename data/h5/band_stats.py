@@ -1,4 +1,5 @@
-"""Per-band mean and standard deviation, computed in one streaming pass and stored once.
+"""Per-band (per-channel) mean and standard deviation, computed in one streaming pass and
+stored once in a sidecar beside the data, reused while the data files are unchanged.
 
 Moments are accumulated block by block (Chan et al.'s pairwise update, in float64) so a
 file far larger than memory can be summarised, and so per-file results can be merged.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from data.h5_sources import read_block
+from data.errors import DataError
+from data.h5.sources import open_hdf5, read_block
 
 # About 32 MB of float64 per block: small enough for any worker, large enough to be fast.
 BLOCK_ELEMENTS = 1 << 22
@@ -109,3 +111,39 @@ def write_sidecar(path: Path, fingerprint: dict[str, Any], mean: list[float], st
         pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sidecar_path(root: Path) -> Path:
+    """Where the stats of the data at `root` are kept: `stats.json` in a directory of files,
+    else `<file>.stats.json` beside the file."""
+    return root / "stats.json" if root.is_dir() else root.with_name(f"{root.name}.stats.json")
+
+
+def stored_band_stats(paths: Sequence[str], key: str, sidecar: Path, bands: int,
+                      check: Callable[[h5py.File], None] | None = None) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of dataset `key` over all `paths`, from `sidecar` if it was written
+    for exactly these files, else computed (one streaming pass per file), checked finite and stored.
+
+    `check(f)`, if given, runs on each open file in the same pass (a kind's own check of its
+    other datasets), so each version of a file is read whole once, not at every trial's start.
+    """
+    fingerprint = file_fingerprint(paths, key)
+    stored = read_sidecar(sidecar, fingerprint)
+    if stored is not None and len(stored[0]) == bands:
+        return stored
+    moments = BandMoments.empty(bands)
+    for path in paths:
+        # A non-finite value is reported below as one DataError, not as numpy warnings first.
+        with open_hdf5(path) as f, np.errstate(invalid="ignore", over="ignore"):
+            try:
+                part = dataset_moments(f[key])
+            except OSError as exc:
+                raise DataError(f"{path}: dataset '{key}' could not be read (truncated or corrupt)") from exc
+            if check is not None:
+                check(f)
+        if not part.is_finite():
+            raise DataError(f"{path}: dataset '{key}' contains NaN or infinite values but expected finite ones")
+        moments.merge(part)
+    mean, std = moments.mean.tolist(), moments.std.tolist()
+    write_sidecar(sidecar, fingerprint, mean, std)
+    return mean, std

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.band_stats import BandMoments
+from data.h5.band_stats import BandMoments
 
 # Bump whenever the output for given settings changes, so cached files are not reused.
 GENERATOR_VERSION = 1

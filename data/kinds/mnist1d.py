@@ -1,9 +1,9 @@
 """The mnist1d data kind: MNIST-1D (Greydanus, "Scaling down deep learning", 2020) as 1-pixel-high images.
 
-The `mnist1d` package generates the 5,000 signals of length 40 (10 classes) from a seed;
-they are written once to an HDF5 file in the cache in the digits layout (`images`
-(N, 1, 1, 40), `labels` (N,)), with the official test split kept apart in the file's `test`
-group, and from then on read exactly like a user's digits file (`data.digits`). The
+The `mnist1d` package generates the 5,000 signals of length 40 (10 classes) from a seed
+(`data.synthetic.mnist1d`); they are written once to an HDF5 file in the cache in the digits
+layout (`images` (N, 1, 1, 40), `labels` (N,)), with the official test split kept apart in the file's `test`
+group, and from then on read exactly like a user's digits file (`data.kinds.digits`). The
 official training part is split into train and validation by the usual seeded, stratified
 split; selection sees validation only. The test split is exposed separately, to be used
 once, for the best model.
@@ -12,28 +12,17 @@ once, for the best model.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Literal
 
-import h5py
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from data.digits import (
-    IMAGES,
-    LABELS,
-    TEST,
-    DigitsDataConfig,
-    ImageDataset,
-    prepare_images,
-    prepare_test_images,
-)
 from data.errors import DataError
-from data.h5_arrays import synthetic_file
-from data.index_split import IndexSplit, split_indices
-
-# Bump whenever the written file changes, so cached files are not reused.
-MNIST1D_FILE_VERSION = 1
+from data.h5.cache import synthetic_file
+from data.kinds.digits import DigitsDataConfig, ImageDataset, prepare_images, prepare_test_images
+from data.kinds.registry import register_data_kind
+from data.splits.index import IndexSplit, split_indices
+from data.synthetic.digits import LABELS, TEST
+from data.synthetic.mnist1d import MNIST1D_FILE_VERSION, write_mnist1d
 
 
 class Mnist1dDataConfig(BaseModel):
@@ -57,29 +46,7 @@ class Mnist1dDataConfig(BaseModel):
     loader_workers: int = Field(0, ge=0)  # DataLoader worker processes per trial
 
 
-def write_mnist1d(path: str | Path, seed: int, samples: int) -> None:
-    """Write MNIST-1D made from `seed`: the official train part as `images` (N, 1, 1, 40) float32 and
-    `labels` (N,) int64, and the official test part as `test/images` and `test/labels`."""
-    # Imported here: only the first run on a machine needs it.
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.seed, args.num_samples = seed, samples
-    # make_dataset reseeds numpy's and Python's global generators: keep the caller's streams as they were.
-    numpy_state, python_state = np.random.get_state(), random.getstate()
-    try:
-        dataset = make_dataset(args)
-    finally:
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)
-    with h5py.File(path, "w") as f:
-        f.attrs.update(source="mnist1d.data.make_dataset", seed=seed, version=MNIST1D_FILE_VERSION)
-        f.create_dataset(IMAGES, data=dataset["x"][:, None, None].astype(np.float32))
-        f.create_dataset(LABELS, data=dataset["y"].astype(np.int64))
-        f.create_dataset(f"{TEST}/{IMAGES}", data=dataset["x_test"][:, None, None].astype(np.float32))
-        f.create_dataset(f"{TEST}/{LABELS}", data=dataset["y_test"].astype(np.int64))
-
-
+@register_data_kind(Mnist1dDataConfig)
 def build_mnist1d_datasets(cfg: Mnist1dDataConfig) -> tuple[ImageDataset, ImageDataset, IndexSplit, ImageDataset]:
     """Generate the file on first use and return (train, val, split, test)."""
     settings = {"seed": cfg.seed, "samples": cfg.samples}

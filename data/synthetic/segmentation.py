@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.synthetic_hyperspectral import smooth_field
+from data.synthetic.hyperspectral import smooth_field
 
 # Bump whenever the output for given settings changes, so cached files are not reused.
 GENERATOR_VERSION = 1
