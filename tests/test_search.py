@@ -169,7 +169,10 @@ def test_multi_worker_trial_trains_with_ddp_under_torch_trainer(ray_cluster, tmp
 
 def test_epochs_tied_on_the_best_value_still_export_a_checkpoint(ray_cluster, tmp_path: Path) -> None:
     raw = tiny_mae_spec("ties")
-    raw["imports"] = ["tests.fault_models"]
+    # A model and a data kind of the user's own, both through `imports`: the trial process
+    # (and the driver's end of search) validate the spec, so they must import them first.
+    raw["imports"] = ["tests.fault_models", "tests.user_data_kinds"]
+    raw["data"] = {"kind": "noise_cubes", "bands": 10, "size": 8}
     raw["model"] = {"name": "faulty_autoencoder",
                     "args": {"in_chans": 10, "fault": "constant_metric", "marker_dir": str(tmp_path)}}
     raw["metric"] = "val_mse"
@@ -185,3 +188,4 @@ def test_epochs_tied_on_the_best_value_still_export_a_checkpoint(ray_cluster, tm
     # The first of the tied epochs is the best, and its checkpoint is the one kept.
     assert load_state(Path(trial["checkpoint"]))["epoch"] == trial["best_epoch"]
     assert summary["best"]["trial_id"] == trial["trial_id"] and (out / "best" / "checkpoint.pt").exists()
+    assert load_config(out / "best")["data"]["kind"] == "noise_cubes"

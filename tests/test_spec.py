@@ -223,3 +223,62 @@ def test_experiment_matrix_is_compiled_into_a_grid_over_its_names(tmp_path: Path
     # The resolved spec (as saved in the output folder) reads back to the same spec.
     resolved = write_spec(tmp_path, spec.model_dump(mode="json"), "resolved.yaml")
     assert load_spec(str(resolved))[0] == spec
+
+
+# --- data kinds of a user's own (tests/user_data_kinds.py, through `imports:`) -------------------
+
+def _user_kind_spec() -> dict:
+    raw = tiny_mae_spec()
+    raw["imports"] = ["tests.user_data_kinds"]
+    raw["data"] = {"kind": "noise_cubes", "cubes": 6, "bands": 10, "size": 8}
+    return raw
+
+
+def test_a_data_kind_registered_by_an_imported_module_loads_and_builds(tmp_path: Path) -> None:
+    from data import DATA_KINDS, build_splits
+
+    spec, _ = load_spec(str(write_spec(tmp_path, _user_kind_spec())))
+    assert type(spec.data).__module__ == "tests.user_data_kinds" and spec.data.cubes == 6
+    assert "noise_cubes" in DATA_KINDS
+    # The resolved spec round-trips (what each trial and spec.yaml start from).
+    assert trial_spec(spec, {"training.lr": 1e-3}).data == spec.data
+    splits = build_splits(spec.data)
+    assert (len(splits.train), len(splits.val)) == (4, 2) and splits.train[0]["cube"].shape == (10, 8, 8)
+
+
+def test_dry_run_accepts_a_data_kind_of_the_users_own(tmp_path: Path) -> None:
+    result = _launch("--space", str(write_spec(tmp_path, _user_kind_spec())), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout.split("# Resolved spec\n")[1].split("\n# ")[0])
+    assert resolved["data"] == {"kind": "noise_cubes", "cubes": 6, "bands": 10, "size": 8, "seed": 0,
+                                "val_fraction": 0.25}
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({"kind": "noise_cubes", "cube": 6}, "data.cube: unknown key; expected one of: bands, cubes, kind, seed, size, "
+                                         "val_fraction"),
+    ({"kind": "noise_cubes", "cubes": 1}, "data.cubes: Input should be greater than or equal to 2"),
+    ({"kind": "tabular"}, "data: unknown data kind 'tabular'; expected one of: "),
+    ({"cubes": 6}, "data: data needs a kind, one of: "),
+])
+def test_a_user_data_kinds_errors_are_one_line(tmp_path: Path, data: dict, expected: str) -> None:
+    raw = _user_kind_spec()
+    raw["data"] = data
+    with pytest.raises(SpecError) as caught:
+        load_spec(str(write_spec(tmp_path, raw, "bad.yaml")))
+    message = str(caught.value)
+    assert "\n" not in message and expected in message, message
+    if "one of: " in expected and "unknown key" not in expected:  # the kinds listed: the user's and the built-in
+        assert "noise_cubes" in message and "hyperspectral" in message, message
+
+
+def test_a_module_that_registers_a_taken_data_kind_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "clashing_kind.py").write_text(
+        "from data import ClipsDataConfig, register_data_kind\n"
+        "register_data_kind(ClipsDataConfig)(lambda cfg: None)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = tiny_mae_spec()
+    raw["imports"] = ["clashing_kind"]
+    with pytest.raises(SpecError, match=r"^.*bad.yaml: imports.0: cannot import 'clashing_kind' "
+                                        r"\(data kind 'clips' is already registered"):
+        load_spec(str(write_spec(tmp_path, raw, "bad.yaml")))

@@ -10,7 +10,9 @@ manifest, test), and register the builder::
     @register_data_kind(MyDataConfig)
     def build_my_datasets(cfg: MyDataConfig) -> tuple[Dataset, Dataset, IndexSplit]: ...
 
-The training loop and the spec loader need no change: a spec's `data:` section is validated
+A config may have `loader_workers` (DataLoader worker processes per trial; 0 without it)
+and `path` (checked to exist when the spec is loaded). The training loop and the spec loader
+need no change: a spec's `data:` section is validated
 by looking its kind up here when it is validated, so a kind registered by a user's module
 is known as soon as that module is imported.
 """

@@ -281,7 +281,7 @@ def _device(session: Session) -> torch.device:
 
 def _loaders(train_set: Dataset, val_set: Dataset, spec: SearchSpec, session: Session) -> tuple[DataLoader, DataLoader]:
     cfg = spec.training
-    workers = spec.data.loader_workers
+    workers = getattr(spec.data, "loader_workers", 0)  # a data kind may not have the setting
     common = dict(batch_size=cfg.batch_size, num_workers=workers, persistent_workers=workers > 0,
                   pin_memory=torch.cuda.is_available())
     # One seeded permutation per epoch, dealt round-robin to the ranks: the union of the
