@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-
 class ClassifierConfig(ModelArgs):
     """Arguments of `image_classifier`: a CNN of `depth` blocks, `width` channels in the first
     (doubling per block), dropout before the head. Batches carry "images" [B, in_channels, H, W]
