@@ -18,16 +18,17 @@ Shapes: B batch, C input channels, H x W pixels; masks [B, 1, H, W] in {0, 1}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import Tensor, nn
 
 from models.figures import as_numpy, new_figure, show_image
 from models.registry import register_model
-from models.unet_parts import ConvBlock, Encoder, check_input_size, check_unet_args
+from models.unet_parts import ConvBlock, Encoder, UNetConfig, check_input_size
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -77,20 +78,24 @@ def iou_and_dice(predicted: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     return iou.mean(), dice.mean()
 
 
+class AttentionUNetConfig(UNetConfig):
+    """Arguments of `attention_unet`, an Attention U-Net for binary masks."""
+
+    in_channels: PositiveInt = 3  # 2 geometric channels, or 3 with intensity
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1  # Dropout2d rate on the bottleneck
+    dice_weight: NonNegativeFloat = 1.0  # weight of the soft Dice loss added to BCE
+
+
 class AttentionUNet(nn.Module):
-    def __init__(self, in_channels: int, depth: int, base_width: int, dropout: float, dice_weight: float) -> None:
+    def __init__(self, config: AttentionUNetConfig) -> None:
         super().__init__()
-        check_unet_args(depth, base_width, in_channels)
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if dice_weight < 0:
-            raise ValueError(f"dice_weight must be >= 0, got {dice_weight}")
-        self.depth, self.dice_weight = depth, dice_weight
-        self.encoder = Encoder(in_channels, depth, base_width)
+        depth = config.depth
+        self.depth, self.dice_weight = depth, config.dice_weight
+        self.encoder = Encoder(config.in_channels, depth, config.base_width)
         widths = self.encoder.widths
         # Dropout on the bottleneck only, where the features are widest and most prone to
         # co-adapt; the decoder's fine levels need every pixel's evidence.
-        self.bottleneck_dropout = nn.Dropout2d(dropout)
+        self.bottleneck_dropout = nn.Dropout2d(config.dropout)
         # At level i: gates[i] filters the skip with the coarser level i+1 as gating signal,
         # up[i] brings level i+1 to level i, decode[i] merges both.
         self.gates = nn.ModuleList(
@@ -158,20 +163,6 @@ def mask_overlay_figure(images: Tensor, true: Tensor, predicted: Tensor) -> Figu
 
 
 @register_model
-def attention_unet(
-    *,
-    depth: int = 4,
-    base_width: int = 16,
-    in_channels: int = 3,
-    dropout: float = 0.1,
-    dice_weight: float = 1.0,
-) -> AttentionUNet:
-    """Attention U-Net for binary masks.
-
-    depth: resolution levels (input sides must be multiples of 2**(depth-1)); base_width:
-    channels of the first level, doubled at each level below; in_channels: 2 geometric
-    channels, or 3 with intensity; dropout: Dropout2d rate on the bottleneck; dice_weight:
-    weight of the soft Dice loss added to BCE.
-    """
-    return AttentionUNet(in_channels=in_channels, depth=depth, base_width=base_width, dropout=dropout,
-                         dice_weight=dice_weight)
+def attention_unet(config: AttentionUNetConfig) -> AttentionUNet:
+    """Attention U-Net for binary masks; its arguments are `AttentionUNetConfig`'s."""
+    return AttentionUNet(config)

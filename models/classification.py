@@ -8,6 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.functional.classification import (
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
@@ -35,47 +41,38 @@ def inverse_frequency_weights(labels: Tensor, num_classes: int, cap: float) -> T
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """[K, K] int64 counts, rows the true class and columns the predicted one (sklearn's layout)."""
-    flat = target * num_classes + pred
-    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    return multiclass_confusion_matrix(pred, target, num_classes)
 
 
 def macro_f1(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Mean F1 over the classes present in `target` or `pred`, as sklearn's f1_score(average="macro").
 
-    Classes absent from both are left out rather than counted as 0: in a small batch they
-    are usually just not sampled.
+    Classes absent from both are left out rather than counted as 0 (torchmetrics' macro
+    average does so): in a small batch they are usually just not sampled.
     """
-    matrix = confusion_matrix(pred, target, num_classes).double()
-    tp = matrix.diagonal()
-    errors = matrix.sum(0) + matrix.sum(1) - 2 * tp  # false positives + false negatives
-    present = (tp + errors) > 0
-    f1 = 2 * tp / (2 * tp + errors).clamp_min(1)
-    return f1[present].mean().float()
+    return multiclass_f1_score(pred, target, num_classes, average="macro", zero_division=0).float()
 
 
-def report_from_confusion(matrix: Tensor) -> dict:
-    """Per-class precision, recall, F1 and support, their macro means, accuracy and the matrix, as plain lists.
+def classification_scores(pred: Tensor, target: Tensor, num_classes: int) -> dict:
+    """Per-class precision, recall, F1 and support, their macro means, accuracy and the confusion
+    matrix of predictions against targets ([N] class ids each), as plain lists.
 
     An undefined ratio (no prediction of a class, or no example of it) is 0, and the macro
     means run over all K classes, as sklearn's precision_recall_fscore_support with
     labels=range(K) and zero_division=0.
     """
-    matrix = matrix.double()
-    tp = matrix.diagonal()
-    predicted, support = matrix.sum(0), matrix.sum(1)
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), 0.0)
-    recall = torch.where(support > 0, tp / support.clamp_min(1), 0.0)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0.0)
+    per_class = {
+        name: score(pred, target, num_classes, average=None, zero_division=0).double()
+        for name, score in (("precision", multiclass_precision), ("recall", multiclass_recall),
+                            ("f1", multiclass_f1_score))
+    }
+    matrix = confusion_matrix(pred, target, num_classes)
     total = int(matrix.sum())
     return {
         "samples": total,
-        "accuracy": float(tp.sum() / max(total, 1)),
-        "per_class": {
-            "precision": precision.tolist(),
-            "recall": recall.tolist(),
-            "f1": f1.tolist(),
-            "support": [int(n) for n in support],
-        },
-        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
-        "confusion_matrix": matrix.long().tolist(),  # rows: true class, columns: predicted class
+        "accuracy": float(matrix.diagonal().sum() / max(total, 1)),
+        "per_class": {**{name: values.tolist() for name, values in per_class.items()},
+                      "support": [int(n) for n in matrix.sum(1)]},
+        "macro": {name: float(values.mean()) for name, values in per_class.items()},
+        "confusion_matrix": matrix.tolist(),  # rows: true class, columns: predicted class
     }

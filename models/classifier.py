@@ -1,4 +1,4 @@
-"""A small CNN image classifier, and a classification report of a model over a data loader.
+"""A small CNN image classifier, and the evaluation of a classifier over a data loader.
 
 The network is `depth` VGG-style blocks (two 3x3 conv-BN-ReLU, the first with stride 2
 after the first block, channels doubling per block) and a linear head on the global
@@ -11,21 +11,35 @@ Shapes: B batch, C channels, H x W pixels, K classes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from models.classification import confusion_matrix, focal_loss, report_from_confusion
+from models.arguments import ModelArgs
+from models.classification import classification_scores, confusion_matrix, focal_loss
 from models.figures import confusion_figure
 from models.registry import register_model
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-LOSSES = ("ce", "focal")
+
+class ClassifierConfig(ModelArgs):
+    """Arguments of `image_classifier`: a CNN of `depth` blocks, `width` channels in the first
+    (doubling per block), dropout before the head. Batches carry "images" [B, in_channels, H, W]
+    and "labels" [B] class ids 0..num_classes-1."""
+
+    width: PositiveInt = 32
+    depth: PositiveInt = 3
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    num_classes: Annotated[int, Field(ge=2)] = 10
+    in_channels: PositiveInt = 1
+    loss: Literal["ce", "focal"] = "ce"
+    focal_gamma: NonNegativeFloat = 2.0  # focal loss only
 
 
 def conv_bn_relu(in_channels: int, channels: int, stride: int) -> list[nn.Module]:
@@ -38,18 +52,17 @@ class ImageClassifier(nn.Module):
     # digits split has 360), where image figures need a few.
     figure_samples = 512
 
-    def __init__(self, width: int, depth: int, dropout: float, num_classes: int, in_channels: int,
-                 loss: str, focal_gamma: float) -> None:
+    def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
-        self.num_classes, self.loss_name, self.focal_gamma = num_classes, loss, focal_gamma
-        layers, channels = [], in_channels
-        for index in range(depth):
-            out_channels = width * 2**index
+        self.num_classes, self.loss_name, self.focal_gamma = config.num_classes, config.loss, config.focal_gamma
+        layers, channels = [], config.in_channels
+        for index in range(config.depth):
+            out_channels = config.width * 2**index
             layers += conv_bn_relu(channels, out_channels, stride=1 if index == 0 else 2)
             layers += conv_bn_relu(out_channels, out_channels, stride=1)
             channels = out_channels
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(channels, config.num_classes))
 
     def logits(self, images: Tensor) -> Tensor:
         """[B, C, H, W] -> [B, K]."""
@@ -91,56 +104,31 @@ class ImageClassifier(nn.Module):
             raise ValueError(f"labels hold class ids {int(labels.min())}..{int(labels.max())} but "
                              f"model.args.num_classes is {self.num_classes} (ids 0..{self.num_classes - 1})")
 
-    def report(self, loader: Iterable[dict[str, Tensor]]) -> dict:
-        """`classification_report(self, loader)`: per-class and overall results over the whole loader."""
-        return classification_report(self, loader)
+    def evaluation(self, loader: Iterable[dict[str, Tensor]]) -> dict:
+        """`classification_evaluation(self, loader)`: per-class and overall results over the whole loader."""
+        return classification_evaluation(self, loader)
 
 
 @torch.no_grad()
-def classification_report(model: ImageClassifier, loader: Iterable[dict[str, Tensor]]) -> dict:
+def classification_evaluation(model: ImageClassifier, loader: Iterable[dict[str, Tensor]]) -> dict:
     """Per-class precision, recall, F1 and support, overall accuracy and the confusion matrix of
     `model` over every batch of `loader` (batches with "images" and "labels"), as plain lists.
 
     Exact over the whole loader, unlike the loop's mean of batch metrics. The keys are those
-    of `models.classification.report_from_confusion`; the model is left in the mode it was in.
+    of `models.classification.classification_scores`; the model is left in the mode it was in.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    matrix = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long, device=device)
+    pred, target = [], []
     for batch in loader:
-        pred = model.logits(batch["images"].to(device)).argmax(dim=1)
-        matrix += confusion_matrix(pred, batch["labels"].to(device).long(), model.num_classes)
+        pred.append(model.logits(batch["images"].to(device)).argmax(dim=1).cpu())
+        target.append(batch["labels"].long())
     model.train(was_training)
-    return report_from_confusion(matrix.cpu())
+    return classification_scores(torch.cat(pred), torch.cat(target), model.num_classes)
 
 
 @register_model
-def image_classifier(
-    width: int = 32,
-    depth: int = 3,
-    dropout: float = 0.1,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    loss: str = "ce",
-    focal_gamma: float = 2.0,
-) -> ImageClassifier:
-    """CNN of `depth` blocks, `width` channels in the first (doubling per block), dropout before the head.
-
-    loss: ce | focal (with focal_gamma). Batches carry "images" [B, in_channels, H, W] and
-    "labels" [B] class ids 0..num_classes-1.
-    """
-    # Validate before allocating: a bad trial config should fail in milliseconds.
-    for name, value in [("width", width), ("depth", depth), ("in_channels", in_channels)]:
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
-    if focal_gamma < 0:
-        raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
-    return ImageClassifier(width=width, depth=depth, dropout=dropout, num_classes=num_classes,
-                           in_channels=in_channels, loss=loss, focal_gamma=focal_gamma)
+def image_classifier(config: ClassifierConfig) -> ImageClassifier:
+    """CNN image classifier; its arguments are `ClassifierConfig`'s."""
+    return ImageClassifier(config)

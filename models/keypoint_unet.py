@@ -13,15 +13,16 @@ pixels with x along W and pixel centres at integers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from models.figures import as_numpy, new_figure, show_image
 from models.registry import register_model
-from models.unet_parts import ConvBlock, Encoder, check_input_size, check_unet_args
+from models.unet_parts import ConvBlock, Encoder, UNetConfig, check_input_size
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -79,20 +80,21 @@ def pck(predicted: Tensor, true: Tensor, threshold: float) -> Tensor:
     return (keypoint_errors(predicted, true) <= threshold).float().mean()
 
 
+class KeypointUNetConfig(UNetConfig):
+    """Arguments of `keypoint_unet`, a U-Net regressing `num_keypoints` Gaussian heatmaps of `sigma` pixels."""
+
+    num_keypoints: PositiveInt = 4
+    sigma: PositiveFloat = 2.0  # pixels
+    pck_fraction: Annotated[float, Field(gt=0, le=1)] = 0.05  # the PCK threshold as a share of the longer side
+
+
 class KeypointUNet(nn.Module):
-    def __init__(self, in_channels: int, num_keypoints: int, depth: int, base_width: int, sigma: float,
-                 pck_fraction: float) -> None:
+    def __init__(self, config: KeypointUNetConfig) -> None:
         super().__init__()
-        check_unet_args(depth, base_width, in_channels)
-        if num_keypoints < 1:
-            raise ValueError(f"num_keypoints must be a positive integer, got {num_keypoints}")
-        if sigma <= 0:
-            raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
-        if not 0 < pck_fraction <= 1:
-            raise ValueError(f"pck_fraction must be in (0, 1], got {pck_fraction}")
+        depth, num_keypoints = config.depth, config.num_keypoints
         self.depth, self.num_keypoints = depth, num_keypoints
-        self.sigma, self.pck_fraction = sigma, pck_fraction
-        self.encoder = Encoder(in_channels, depth, base_width)
+        self.sigma, self.pck_fraction = config.sigma, config.pck_fraction
+        self.encoder = Encoder(config.in_channels, depth, config.base_width)
         widths = self.encoder.widths
         # up[i] takes level i+1 to level i's resolution and width; decode[i] merges it with the skip.
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth - 1))
@@ -163,20 +165,6 @@ def keypoint_figure(images: Tensor, true: Tensor, predicted: Tensor, columns: in
 
 
 @register_model
-def keypoint_unet(
-    *,
-    depth: int = 4,
-    base_width: int = 16,
-    in_channels: int = 1,
-    num_keypoints: int = 4,
-    sigma: float = 2.0,
-    pck_fraction: float = 0.05,
-) -> KeypointUNet:
-    """U-Net regressing `num_keypoints` Gaussian heatmaps of `sigma` pixels.
-
-    depth: resolution levels (input sides must be multiples of 2**(depth-1)); base_width:
-    channels of the first level, doubled at each level below; pck_fraction: the PCK
-    threshold as a fraction of the image's longer side.
-    """
-    return KeypointUNet(in_channels=in_channels, num_keypoints=num_keypoints, depth=depth, base_width=base_width,
-                        sigma=sigma, pck_fraction=pck_fraction)
+def keypoint_unet(config: KeypointUNetConfig) -> KeypointUNet:
+    """Keypoint heatmap U-Net; its arguments are `KeypointUNetConfig`'s."""
+    return KeypointUNet(config)

@@ -14,14 +14,21 @@ Shapes: B batch, C bands, H x W pixels, s = spectral_patch, p = patch_size,
 L = (C/s)(H/p)(W/p) tokens ordered (band group, row, column), D encoder width.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 from torch import Tensor, nn
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 
+from models.arguments import ModelArgs, refuse
 from models.figures import as_numpy, masked_band_spans, new_figure, show_image
 from models.registry import register_model
 
@@ -57,6 +64,7 @@ DECODER_HEAD_DIM = 32
 # mse. variance and range are zero for a good reconstruction; they only push back against
 # the flat, mean-spectrum predictions plain MSE drifts towards early in training.
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"mse": 1.0, "sam": 0.1, "variance": 0.05, "range": 0.05}
+LossPart = Literal[tuple(DEFAULT_LOSS_WEIGHTS)]
 
 # Keeps acos away from +-1, where its gradient is infinite.
 _COS_LIMIT = 1.0 - 1e-6
@@ -180,70 +188,77 @@ def band_image_metrics(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return psnr, ssim
 
 
-class MaskedAutoencoderViT(nn.Module):
-    def __init__(
-        self,
-        img_size: int,
-        in_chans: int,
-        patch_size: int,
-        spectral_patch: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        decoder_dim: int,
-        decoder_depth: int,
-        decoder_num_heads: int,
-        mask_ratio: float,
-        loss_weights: dict[str, float],
-        norm_pix_loss: bool,
-        mlp_ratio: float = 4.0,
-    ) -> None:
-        super().__init__()
-        # Validate before allocating: a bad trial config should fail in milliseconds.
-        for name, value in [("img_size", img_size), ("in_chans", in_chans),
-                            ("patch_size", patch_size), ("spectral_patch", spectral_patch)]:
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if img_size % patch_size:
-            raise ValueError(
-                f"img_size must be divisible by patch_size={patch_size}, got img_size={img_size}"
-            )
-        if in_chans % spectral_patch:
-            raise ValueError(
-                f"in_chans must be divisible by spectral_patch={spectral_patch}, got in_chans={in_chans}"
-            )
-        if not 0 < mask_ratio < 1:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
-        self.grid = (in_chans // spectral_patch, img_size // patch_size, img_size // patch_size)
-        num_patches = self.grid[0] * self.grid[1] * self.grid[2]
-        if int(num_patches * (1 - mask_ratio)) < 1:
-            raise ValueError(
-                f"mask_ratio={mask_ratio} leaves no visible token out of {num_patches}; "
-                "expected a lower mask_ratio or smaller patches"
-            )
-        unknown = sorted(set(loss_weights) - set(DEFAULT_LOSS_WEIGHTS))
-        if unknown:
-            raise ValueError(
-                f"loss_weights has unknown keys {unknown}; "
-                f"expected keys: {', '.join(DEFAULT_LOSS_WEIGHTS)}"
-            )
-        negative = {k: w for k, w in loss_weights.items() if w < 0}
-        if negative:
-            raise ValueError(f"loss_weights must be >= 0, got {negative}")
+class MAEConfig(ModelArgs):
+    """Arguments of `mae_vit`, a spectral MAE-ViT of one of `MAE_SIZE_NAMES`.
 
-        self.img_size, self.in_chans = img_size, in_chans
-        self.patch_size, self.spectral_patch = patch_size, spectral_patch
-        self.mask_ratio = mask_ratio
-        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **loss_weights}
-        self.norm_pix_loss = norm_pix_loss
-        patch_dim = spectral_patch * patch_size * patch_size
+    A lighter decoder (decoder_depth) is a knob for CPU budgets: on 16-pixel crops, tiny
+    with 2 decoder blocks takes about 20% less time a step than with 8.
+    """
+
+    size: Literal[MAE_SIZE_NAMES] = "tiny"  # encoder depth, width and heads; decoder heads
+    img_size: PositiveInt = 32  # crop side in pixels
+    in_chans: PositiveInt = 30  # bands
+    patch_size: PositiveInt = 8  # pixels per patch side
+    spectral_patch: PositiveInt = 5  # bands per patch
+    mask_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.75
+    loss_weights: dict[LossPart, NonNegativeFloat] = Field(default_factory=dict)  # overrides of DEFAULT_LOSS_WEIGHTS
+    decoder_dim: PositiveInt | None = None  # None: DECODER_HEAD_DIM per decoder head
+    decoder_depth: PositiveInt | None = None  # None: the size's (8 blocks, as MAE)
+    norm_pix_loss: bool = False  # MAE's per-patch normalised target
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> MAEConfig:
+        if self.img_size % self.patch_size:
+            refuse("img_size", f"must be a multiple of patch_size = {self.patch_size}", self.img_size)
+        if self.in_chans % self.spectral_patch:
+            refuse("in_chans", f"must be a multiple of spectral_patch = {self.spectral_patch}", self.in_chans)
+        heads = self.arch.decoder_num_heads
+        if self.decoder_width % heads:
+            refuse("decoder_dim", f"must be a multiple of the {heads} decoder heads of size {self.size!r}",
+                   self.decoder_dim)
+        patches = self.grid[0] * self.grid[1] * self.grid[2]
+        if int(patches * (1 - self.mask_ratio)) < 1:
+            refuse("mask_ratio", f"leaves none of the {patches} patches visible; expected a lower mask_ratio "
+                   "or smaller patches", self.mask_ratio)
+        return self
+
+    @property
+    def arch(self) -> MAESize:
+        return MAE_SIZES[self.size]
+
+    @property
+    def decoder_width(self) -> int:
+        return self.decoder_dim or DECODER_HEAD_DIM * self.arch.decoder_num_heads
+
+    @property
+    def decoder_blocks(self) -> int:
+        return self.decoder_depth or self.arch.decoder_depth
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Tokens along (bands, rows, columns)."""
+        side = self.img_size // self.patch_size
+        return self.in_chans // self.spectral_patch, side, side
+
+
+class MaskedAutoencoderViT(nn.Module):
+    def __init__(self, config: MAEConfig) -> None:
+        super().__init__()
+        self.grid = config.grid
+        self.img_size, self.in_chans = config.img_size, config.in_chans
+        self.patch_size, self.spectral_patch = config.patch_size, config.spectral_patch
+        self.mask_ratio = config.mask_ratio
+        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **config.loss_weights}
+        self.norm_pix_loss = config.norm_pix_loss
+        arch, embed_dim, decoder_dim = config.arch, config.arch.embed_dim, config.decoder_width
+        patch_dim = config.spectral_patch * config.patch_size**2
 
         # Encoder. Conv3d over a 1-channel volume == a linear layer on `patchify` output.
-        kernel = (spectral_patch, patch_size, patch_size)
+        kernel = (config.spectral_patch, config.patch_size, config.patch_size)
         self.patch_embed = nn.Conv3d(1, embed_dim, kernel_size=kernel, stride=kernel)
         # Buffers, not parameters: recomputed from the config, so kept out of checkpoints.
         self.register_buffer("pos_embed", sincos_pos_embed_3d(embed_dim, self.grid), persistent=False)
-        self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(Block(embed_dim, arch.num_heads) for _ in range(arch.depth)))
         self.norm = nn.LayerNorm(embed_dim)
 
         # Decoder.
@@ -253,7 +268,7 @@ class MaskedAutoencoderViT(nn.Module):
             "decoder_pos_embed", sincos_pos_embed_3d(decoder_dim, self.grid), persistent=False
         )
         self.decoder_blocks = nn.Sequential(
-            *(Block(decoder_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
+            *(Block(decoder_dim, arch.decoder_num_heads) for _ in range(config.decoder_blocks))
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, patch_dim)
@@ -448,7 +463,7 @@ class MaskedAutoencoderViT(nn.Module):
     @torch.no_grad()
     def validation_figures(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> dict[str, "Figure"]:
+    ) -> dict[str, Figure]:
         """Pictures of a few validation cubes: RGB renderings of input, masked input and
         reconstruction, the error per band, and input against reconstructed spectra.
 
@@ -471,7 +486,7 @@ def rgb_bands(bands: int) -> list[int]:
     return [min(bands - 1, round(bands * f)) for f in (0.8, 0.5, 0.2)]
 
 
-def reconstruction_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor) -> "Figure":
+def reconstruction_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor) -> Figure:
     """Rows: cubes [B, C, H, W]; columns: input, masked input (masked values black), the band-mean
     baseline and the reconstruction, both filled into the masked patches."""
     bands = rgb_bands(cube.shape[1])
@@ -485,7 +500,7 @@ def reconstruction_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: T
     return figure
 
 
-def band_error_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> "Figure":
+def band_error_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> Figure:
     """Mean squared error of the masked values, per band (a band never masked has no bar)."""
     masked = mask.sum(dim=(0, 2, 3))
     error = ((recon - cube) ** 2 * mask).sum(dim=(0, 2, 3)) / masked.clamp_min(1)
@@ -499,7 +514,7 @@ def band_error_figure(cube: Tensor, recon: Tensor, mask: Tensor) -> "Figure":
     return figure
 
 
-def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor, pixels: int = 3) -> "Figure":
+def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor, pixels: int = 3) -> Figure:
     """Input against reconstructed and band-mean baseline spectra at the centre pixel of the first
     `pixels` cubes; masked bands shaded."""
     count = min(pixels, len(cube))
@@ -518,49 +533,6 @@ def spectra_figure(cube: Tensor, recon: Tensor, mask: Tensor, baseline: Tensor, 
 
 
 @register_model
-def mae_vit(
-    size: str = "tiny",
-    img_size: int = 32,
-    in_chans: int = 30,
-    patch_size: int = 8,
-    spectral_patch: int = 5,
-    mask_ratio: float = 0.75,
-    loss_weights: dict[str, float] | None = None,
-    decoder_dim: int | None = None,
-    decoder_depth: int | None = None,
-    norm_pix_loss: bool = False,
-) -> MaskedAutoencoderViT:
-    """Spectral MAE-ViT of one of `MAE_SIZE_NAMES`.
-
-    loss_weights overrides any of DEFAULT_LOSS_WEIGHTS (mse 1.0, sam 0.1, variance 0.05,
-    range 0.05); decoder_dim defaults to 32 per decoder head, decoder_depth to the size's
-    (8 blocks, as MAE). A lighter decoder is a knob for CPU budgets: on 16-pixel crops,
-    tiny with 2 decoder blocks takes about 20% less time a step than with 8.
-    """
-    if size not in MAE_SIZES:
-        raise ValueError(f"size must be one of {', '.join(MAE_SIZE_NAMES)}; got {size!r}")
-    cfg = MAE_SIZES[size]
-    decoder_dim = decoder_dim if decoder_dim is not None else DECODER_HEAD_DIM * cfg.decoder_num_heads
-    if decoder_dim < 1 or decoder_dim % cfg.decoder_num_heads:
-        raise ValueError(
-            f"decoder_dim must be a positive multiple of the {cfg.decoder_num_heads} decoder heads "
-            f"of size {size!r}, got {decoder_dim}"
-        )
-    decoder_depth = decoder_depth if decoder_depth is not None else cfg.decoder_depth
-    if decoder_depth < 1:
-        raise ValueError(f"decoder_depth must be a positive integer, got {decoder_depth}")
-    return MaskedAutoencoderViT(
-        img_size=img_size,
-        in_chans=in_chans,
-        patch_size=patch_size,
-        spectral_patch=spectral_patch,
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        decoder_dim=decoder_dim,
-        decoder_depth=decoder_depth,
-        decoder_num_heads=cfg.decoder_num_heads,
-        mask_ratio=mask_ratio,
-        loss_weights=loss_weights or {},
-        norm_pix_loss=norm_pix_loss,
-    )
+def mae_vit(config: MAEConfig) -> MaskedAutoencoderViT:
+    """Spectral MAE-ViT; its arguments are `MAEConfig`'s."""
+    return MaskedAutoencoderViT(config)

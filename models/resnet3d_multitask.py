@@ -15,21 +15,28 @@ D = 8 * width the embedding, K_t the classes of task t.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    StringConstraints,
+    model_validator,
+)
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from models.arguments import ModelArgs, refuse
 from models.classification import (
+    classification_scores,
     confusion_matrix,
     focal_loss,
     inverse_frequency_weights,
     macro_f1,
-    report_from_confusion,
 )
 from models.figures import confusion_figure
 from models.registry import register_model
@@ -40,11 +47,49 @@ if TYPE_CHECKING:
 # Residual blocks per stage; 34 uses BasicBlocks like torchvision's r3d_18 does.
 STAGE_BLOCKS: dict[int, tuple[int, ...]] = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 DEFAULT_TASKS: dict[str, int] = {"phase": 3, "quality": 2}
-FUSIONS = ("mean", "attention")
-LOSSES = ("weighted_ce", "focal")
-FREEZES = ("none", "frozen", "gradual")
 # Task names become buffer names and metric keys (acc_<task>): no dots or spaces.
-TASK_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+TaskName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+$")]
+
+
+class ResNet3dConfig(ModelArgs):
+    """Arguments of `resnet3d_multitask`: a 3-D ResNet-`depth` of base `width` (64 in the
+    original) over clips of several views, one linear head per task.
+
+    Batches carry `labels_<task>` for every task. freeze: none | frozen (backbone frozen for
+    freeze_epochs, then trained) | gradual (frozen for freeze_epochs, then one more stage
+    every freeze_epochs, deepest first).
+    """
+
+    tasks: dict[TaskName, Annotated[int, Field(ge=2)]] = Field(default=DEFAULT_TASKS, min_length=1)  # task -> classes
+    in_channels: PositiveInt = 1
+    depth: Literal[tuple(STAGE_BLOCKS)] = 10
+    width: PositiveInt = 8
+    fusion: Literal["mean", "attention"] = "mean"  # pooling over views
+    # weighted_ce: class weights n / (K n_k) from the training labels, capped at weight_cap.
+    loss: Literal["weighted_ce", "focal"] = "weighted_ce"
+    focal_gamma: NonNegativeFloat = 2.0
+    weight_cap: Annotated[float, Field(ge=1)] = 10.0
+    task_weights: dict[str, NonNegativeFloat] = Field(default_factory=dict)  # task -> loss weight; 1 if left out
+    freeze: Literal["none", "frozen", "gradual"] = "none"
+    freeze_epochs: PositiveInt = 1
+    # Frames the model sees: a random window when training, the centre one otherwise; None = all.
+    clip_frames: PositiveInt | None = None
+    augment: bool = True
+    temporal_flip: bool = True  # turn off when a task depends on the direction of time
+    brightness: Annotated[float, Field(ge=0, lt=1)] = 0.2  # gain per view in [1 - b, 1 + b]
+
+    @model_validator(mode="after")
+    def _task_weights_fit(self) -> ResNet3dConfig:
+        unknown = sorted(set(self.task_weights) - set(self.tasks))
+        if unknown:
+            refuse("task_weights", f"has unknown tasks {unknown}; expected keys among: {', '.join(self.tasks)}",
+                   self.task_weights)
+        if not any(self.loss_weight(task) > 0 for task in self.tasks):
+            refuse("task_weights", "expected a weight > 0 for some task, not all 0", self.task_weights)
+        return self
+
+    def loss_weight(self, task: str) -> float:
+        return self.task_weights.get(task, 1.0)
 
 
 class BasicBlock3d(nn.Module):
@@ -108,49 +153,33 @@ class MultiTaskResNet3d(nn.Module):
     # Validation clips `validation_figures` wants: enough for a confusion matrix per task.
     figure_samples = 256
 
-    def __init__(
-        self,
-        tasks: Mapping[str, int],
-        in_channels: int,
-        depth: int,
-        width: int,
-        fusion: str,
-        loss: str,
-        focal_gamma: float,
-        weight_cap: float,
-        task_weights: Mapping[str, float],
-        freeze: str,
-        freeze_epochs: int,
-        clip_frames: int | None,
-        augment: bool,
-        temporal_flip: bool,
-        brightness: float,
-    ) -> None:
+    def __init__(self, config: ResNet3dConfig) -> None:
         super().__init__()
-        self.tasks = dict(tasks)
-        self.loss_name, self.focal_gamma, self.weight_cap = loss, focal_gamma, weight_cap
-        self.task_weights = {task: float(task_weights.get(task, 1.0)) for task in self.tasks}
-        self.freeze, self.freeze_epochs = freeze, freeze_epochs
-        self.clip_frames, self.augment = clip_frames, augment
-        self.temporal_flip, self.brightness = temporal_flip, brightness
+        self.tasks = dict(config.tasks)
+        self.loss_name, self.focal_gamma, self.weight_cap = config.loss, config.focal_gamma, config.weight_cap
+        self.task_weights = {task: config.loss_weight(task) for task in self.tasks}
+        self.freeze, self.freeze_epochs = config.freeze, config.freeze_epochs
+        self.clip_frames, self.augment = config.clip_frames, config.augment
+        self.temporal_flip, self.brightness = config.temporal_flip, config.brightness
         # DDP must expect parameters without gradients while part of the backbone is frozen.
-        self.ddp_find_unused_parameters = freeze != "none"
+        self.ddp_find_unused_parameters = config.freeze != "none"
+        width = config.width
 
         # torchvision's BasicStem: spatial stride only, so short clips keep their frames.
         self.stem = nn.Sequential(
-            nn.Conv3d(in_channels, width, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+            nn.Conv3d(config.in_channels, width, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
             nn.BatchNorm3d(width),
             nn.ReLU(inplace=True),
         )
         stages, channels = [], width
-        for index, blocks in enumerate(STAGE_BLOCKS[depth]):
+        for index, blocks in enumerate(STAGE_BLOCKS[config.depth]):
             out_channels, stride = width * 2**index, 1 if index == 0 else 2
             layers = [BasicBlock3d(channels, out_channels, stride)]
             layers += [BasicBlock3d(out_channels, out_channels, 1) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             channels = out_channels
         self.stages = nn.ModuleList(stages)
-        self.fusion = AttentionPool(channels) if fusion == "attention" else None
+        self.fusion = AttentionPool(channels) if config.fusion == "attention" else None
         self.heads = nn.ModuleDict({task: nn.Linear(channels, k) for task, k in self.tasks.items()})
         # Set by fit_to_data from the training labels; persistent, so checkpoints carry them.
         self.class_weights = nn.Module()
@@ -254,7 +283,7 @@ class MultiTaskResNet3d(nn.Module):
 
         Deterministic (no augmentation in eval mode), so `generator` is not needed. The
         loop's sample-weighted mean of batch macro-F1s approximates the macro-F1 of the whole
-        set; `report` computes it exactly.
+        set; `evaluation` computes it exactly.
         """
         targets = self.targets(batch)
         logits = self.logits(batch["clips"])
@@ -279,23 +308,26 @@ class MultiTaskResNet3d(nn.Module):
         return {"confusion_matrix": confusion_figure(matrices)}
 
     @torch.no_grad()
-    def report(self, loader: Iterable[dict[str, Tensor]]) -> dict:
-        """Exact per-task classification reports over a whole loader, plus the mean accuracy and macro-F1.
+    def evaluation(self, loader: Iterable[dict[str, Tensor]]) -> dict:
+        """Exact per-task classification scores over a whole loader, plus the mean accuracy and macro-F1.
 
-        {"tasks": {task: report}, "accuracy": ..., "macro_f1": ...}, each report as
-        `models.classification.report_from_confusion` (JSON-serialisable).
+        {"tasks": {task: scores}, "accuracy": ..., "macro_f1": ...}, each task's scores as
+        `models.classification.classification_scores` (JSON-serialisable).
         """
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        matrices = {task: torch.zeros(k, k, dtype=torch.long, device=device) for task, k in self.tasks.items()}
+        pred: dict[str, list[Tensor]] = {task: [] for task in self.tasks}
+        target: dict[str, list[Tensor]] = {task: [] for task in self.tasks}
         for batch in loader:
             batch = {key: value.to(device) for key, value in batch.items()}
             targets = self.targets(batch)
             for task, logits in self.logits(batch["clips"]).items():
-                matrices[task] += confusion_matrix(logits.argmax(dim=1), targets[task], self.tasks[task])
+                pred[task].append(logits.argmax(dim=1).cpu())
+                target[task].append(targets[task].cpu())
         self.train(was_training)
-        tasks = {task: report_from_confusion(matrix.cpu()) for task, matrix in matrices.items()}
+        tasks = {task: classification_scores(torch.cat(pred[task]), torch.cat(target[task]), k)
+                 for task, k in self.tasks.items()}
         return {
             "tasks": tasks,
             "accuracy": sum(r["accuracy"] for r in tasks.values()) / len(tasks),
@@ -319,68 +351,6 @@ def training_labels(dataset: Dataset, tasks: Iterable[str]) -> dict[str, Tensor]
 
 
 @register_model
-def resnet3d_multitask(
-    tasks: dict[str, int] | None = None,
-    in_channels: int = 1,
-    depth: int = 10,
-    width: int = 8,
-    fusion: str = "mean",
-    loss: str = "weighted_ce",
-    focal_gamma: float = 2.0,
-    weight_cap: float = 10.0,
-    task_weights: dict[str, float] | None = None,
-    freeze: str = "none",
-    freeze_epochs: int = 1,
-    clip_frames: int | None = None,
-    augment: bool = True,
-    temporal_flip: bool = True,
-    brightness: float = 0.2,
-) -> MultiTaskResNet3d:
-    """3-D ResNet-`depth` (10, 18 or 34) of base `width` (64 in the original) over clips of several views.
-
-    tasks: task -> number of classes (default {"phase": 3, "quality": 2}); batches carry
-    `labels_<task>`. fusion: mean | attention over views. loss: weighted_ce (class weights
-    n / (K n_k) from the training labels, capped at weight_cap) | focal (focal_gamma).
-    task_weights: task -> weight of its loss (default 1 each). freeze: none | frozen
-    (backbone frozen for freeze_epochs, then trained) | gradual (frozen for freeze_epochs,
-    then one more stage every freeze_epochs, deepest first). clip_frames: frames the model
-    sees (a random window when training, the centre one otherwise; None = all). augment,
-    temporal_flip (turn off when a task depends on the direction of time), brightness: the
-    training augmentation.
-    """
-    tasks = dict(DEFAULT_TASKS if tasks is None else tasks)
-    task_weights = dict(task_weights or {})
-    # Validate before allocating: a bad trial config should fail in milliseconds.
-    if not tasks:
-        raise ValueError("tasks must name at least one task")
-    bad_names = [t for t in tasks if not TASK_NAME.match(t)]
-    if bad_names:
-        raise ValueError(f"task names must be letters, digits and _; got {bad_names}")
-    few = {t: k for t, k in tasks.items() if k < 2}
-    if few:
-        raise ValueError(f"every task needs at least 2 classes, got {few}")
-    if depth not in STAGE_BLOCKS:
-        raise ValueError(f"depth must be one of {', '.join(map(str, STAGE_BLOCKS))}; got {depth}")
-    for name, value in [("in_channels", in_channels), ("width", width), ("freeze_epochs", freeze_epochs)]:
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    for name, value, allowed in [("fusion", fusion, FUSIONS), ("loss", loss, LOSSES), ("freeze", freeze, FREEZES)]:
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    unknown = sorted(set(task_weights) - set(tasks))
-    if unknown:
-        raise ValueError(f"task_weights has unknown tasks {unknown}; expected keys: {', '.join(tasks)}")
-    if any(w < 0 for w in task_weights.values()) or not any(task_weights.get(t, 1.0) > 0 for t in tasks):
-        raise ValueError(f"task_weights must be >= 0 and not all 0, got {task_weights}")
-    if focal_gamma < 0 or weight_cap < 1:
-        raise ValueError(f"focal_gamma must be >= 0 and weight_cap >= 1, got {focal_gamma} and {weight_cap}")
-    if clip_frames is not None and clip_frames < 1:
-        raise ValueError(f"clip_frames must be a positive integer or null, got {clip_frames}")
-    if not 0 <= brightness < 1:
-        raise ValueError(f"brightness must be in [0, 1), got {brightness}")
-    return MultiTaskResNet3d(
-        tasks=tasks, in_channels=in_channels, depth=depth, width=width, fusion=fusion, loss=loss,
-        focal_gamma=focal_gamma, weight_cap=weight_cap, task_weights=task_weights, freeze=freeze,
-        freeze_epochs=freeze_epochs, clip_frames=clip_frames, augment=augment, temporal_flip=temporal_flip,
-        brightness=brightness,
-    )
+def resnet3d_multitask(config: ResNet3dConfig) -> MultiTaskResNet3d:
+    """Multi-task, multi-view 3-D ResNet; its arguments are `ResNet3dConfig`'s."""
+    return MultiTaskResNet3d(config)

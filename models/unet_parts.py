@@ -11,19 +11,23 @@ statistics are noisy and running averages lag behind the weights at validation t
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
+from pydantic import Field, PositiveInt
 from torch import Tensor, nn
+
+from models.arguments import ModelArgs
 
 NORM_GROUPS = 8  # at most; fewer when a level has fewer channels
 
 
-def check_unet_args(depth: int, base_width: int, in_channels: int) -> None:
-    """Refuse impossible sizes before allocating anything: a bad trial config fails in milliseconds."""
-    if depth < 2:
-        raise ValueError(f"depth must be >= 2 (one downsampling at least), got {depth}")
-    for name, value in [("base_width", base_width), ("in_channels", in_channels)]:
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+class UNetConfig(ModelArgs):
+    """The arguments every U-Net family shares; each family's config adds its own."""
+
+    # Resolution levels, one downsampling at least; input sides must be multiples of 2**(depth-1).
+    depth: Annotated[int, Field(ge=2)] = 4
+    base_width: PositiveInt = 16  # channels of the first level, doubled at each level below
+    in_channels: PositiveInt = 1
 
 
 def check_input_size(image: Tensor, depth: int) -> None:

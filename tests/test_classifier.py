@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 
 from data import DataError, DigitsDataConfig, build_image_datasets, build_splits, prepare_images, split_indices
 from models import create_model
-from models.classification import focal_loss, macro_f1, report_from_confusion
-from models.classifier import classification_report
+from models.classification import classification_scores, focal_loss, macro_f1
+from models.classifier import classification_evaluation
 
 
 
@@ -76,12 +76,12 @@ def test_focal_loss_option_matches_hand_computation() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"width": 0}, r"width must be a positive integer"),
-        ({"depth": 0}, r"depth must be a positive integer"),
-        ({"num_classes": 1}, r"num_classes must be at least 2"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-        ({"loss": "hinge"}, r"loss must be one of ce, focal"),
-        ({"focal_gamma": -1.0}, r"focal_gamma must be >= 0"),
+        ({"width": 0}, r"width: Input should be greater than 0 \(got 0\)"),
+        ({"depth": 0}, r"depth: Input should be greater than 0 \(got 0\)"),
+        ({"num_classes": 1}, r"num_classes: Input should be greater than or equal to 2 \(got 1\)"),
+        ({"dropout": 1.0}, r"dropout: Input should be less than 1 \(got 1.0\)"),
+        ({"loss": "hinge"}, r"loss: Input should be 'ce' or 'focal' \(got 'hinge'\)"),
+        ({"focal_gamma": -1.0}, r"focal_gamma: Input should be greater than or equal to 0 \(got -1.0\)"),
     ],
 )
 def test_invalid_arguments_raise_value_error(overrides: dict, message: str) -> None:
@@ -99,7 +99,7 @@ def test_fit_to_data_refuses_labels_beyond_num_classes(tmp_path: Path) -> None:
 # --- classification report ---------------------------------------------------------------------
 
 
-def test_report_matches_sklearn_on_the_same_predictions(tmp_path: Path) -> None:
+def test_evaluation_matches_sklearn_on_the_same_predictions(tmp_path: Path) -> None:
     torch.manual_seed(0)
     _, val, _ = build_image_datasets(DigitsDataConfig(cache_dir=str(tmp_path)))
     model = create_model("image_classifier", width=4, depth=2)
@@ -113,7 +113,7 @@ def test_report_matches_sklearn_on_the_same_predictions(tmp_path: Path) -> None:
         optimizer.step()
     model.train()  # the report must switch to eval itself and restore the mode
     loader = DataLoader(val, batch_size=50)
-    report = classification_report(model, loader)
+    report = classification_evaluation(model, loader)
     assert model.training
 
     model.eval()
@@ -131,16 +131,17 @@ def test_report_matches_sklearn_on_the_same_predictions(tmp_path: Path) -> None:
     assert report["macro"]["f1"] == pytest.approx(f1_score(true, pred, labels=labels, average="macro", zero_division=0))
     assert report["samples"] == len(val)
     assert json.loads(json.dumps(report)) == report, "JSON-serialisable"
-    assert model.report(loader) == report
+    assert model.evaluation(loader) == report
 
 
-def test_report_zero_division_and_batch_macro_f1_match_sklearn() -> None:
+def test_scores_zero_division_and_batch_macro_f1_match_sklearn() -> None:
     rng = np.random.default_rng(0)
     true = rng.integers(0, 4, 40)
     pred = np.where(true == 3, 0, true)  # class 3 never predicted: its precision is 0/0
     pred[:5] = 1
-    matrix = torch.from_numpy(confusion_matrix(true, pred, labels=range(5)))  # class 4: no support at all
-    report = report_from_confusion(matrix)
+    # Class 4: no support at all.
+    report = classification_scores(torch.from_numpy(pred), torch.from_numpy(true), 5)
+    assert report["confusion_matrix"] == confusion_matrix(true, pred, labels=range(5)).tolist()
     precision, recall, f1, _ = precision_recall_fscore_support(true, pred, labels=range(5), zero_division=0)
     np.testing.assert_allclose(report["per_class"]["precision"], precision)
     np.testing.assert_allclose(report["per_class"]["recall"], recall)
@@ -312,7 +313,7 @@ def test_short_training_clearly_beats_the_majority_class(tmp_path: Path) -> None
             optimizer.zero_grad()
             model(batch)["loss"].backward()
             optimizer.step()
-    report = model.report(DataLoader(splits.val, batch_size=128))
+    report = model.evaluation(DataLoader(splits.val, batch_size=128))
     majority = splits.val.labels.bincount().max().item() / len(splits.val)
     assert majority < 0.15  # ten balanced classes
     assert report["accuracy"] > 0.93  # 0.97-0.99 over seeds 0-4

@@ -106,15 +106,17 @@ def test_validation_metrics_keys_and_values() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"depth": 12}, r"depth must be one of 10, 18, 34"),
-        ({"fusion": "max"}, r"fusion must be one of mean, attention"),
-        ({"loss": "ce"}, r"loss must be one of weighted_ce, focal"),
-        ({"freeze": "partial"}, r"freeze must be one of none, frozen, gradual"),
-        ({"tasks": {"a.b": 2}}, r"task names must be letters"),
-        ({"tasks": {"a": 1}}, r"at least 2 classes"),
-        ({"task_weights": {"other": 1.0}}, r"task_weights has unknown tasks \['other'\]"),
-        ({"task_weights": {"phase": 0.0, "quality": 0.0}}, r"not all 0"),
-        ({"width": 0}, r"width must be a positive integer"),
+        ({"depth": 12}, r"depth: Input should be 10, 18 or 34 \(got 12\)"),
+        ({"fusion": "max"}, r"fusion: Input should be 'mean' or 'attention' \(got 'max'\)"),
+        ({"loss": "ce"}, r"loss: Input should be 'weighted_ce' or 'focal' \(got 'ce'\)"),
+        ({"freeze": "partial"}, r"freeze: Input should be 'none', 'frozen' or 'gradual' \(got 'partial'\)"),
+        ({"tasks": {"a.b": 2}}, r"tasks.a.b: String should match pattern '\^\[A-Za-z0-9_\]\+\$' \(got 'a.b'\)"),
+        ({"tasks": {"a": 1}}, r"tasks.a: Input should be greater than or equal to 2 \(got 1\)"),
+        ({"tasks": {}}, r"tasks: Dictionary should have at least 1 item"),
+        ({"task_weights": {"other": 1.0}}, r"task_weights: has unknown tasks \['other'\]; expected keys among: "
+                                           r"phase, quality"),
+        ({"task_weights": {"phase": 0.0, "quality": 0.0}}, r"task_weights: .*not all 0"),
+        ({"width": 0}, r"width: Input should be greater than 0 \(got 0\)"),
     ],
 )
 def test_invalid_arguments_raise_value_error(overrides: dict, message: str) -> None:
@@ -433,7 +435,7 @@ def test_short_training_clearly_beats_the_majority_class(tmp_path: Path) -> None
             model(batch)["loss"].backward()
             optimizer.step()
             schedule.step()
-    report = model.report(DataLoader(splits.val, batch_size=64))
+    report = model.evaluation(DataLoader(splits.val, batch_size=64))
     assert json.loads(json.dumps(report)) == report, "JSON-serialisable"
 
     # Majority class: accuracy = its share; macro-F1 = F1 of that class alone / K.

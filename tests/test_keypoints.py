@@ -74,11 +74,12 @@ def test_builds_and_runs_on_the_meta_device() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"depth": 1}, r"depth must be >= 2"),
-        ({"base_width": 0}, r"base_width must be a positive integer"),
-        ({"num_keypoints": 0}, r"num_keypoints must be a positive integer"),
-        ({"sigma": 0.0}, r"sigma must be > 0"),
-        ({"pck_fraction": 0.0}, r"pck_fraction must be in \(0, 1\]"),
+        ({"depth": 1}, r"depth: Input should be greater than or equal to 2 \(got 1\)"),
+        ({"base_width": 0}, r"base_width: Input should be greater than 0 \(got 0\)"),
+        ({"num_keypoints": 0}, r"num_keypoints: Input should be greater than 0 \(got 0\)"),
+        ({"sigma": 0.0}, r"sigma: Input should be greater than 0 \(got 0.0\)"),
+        ({"pck_fraction": 0.0}, r"pck_fraction: Input should be greater than 0 \(got 0.0\)"),
+        ({"pck_fraction": 1.5}, r"pck_fraction: Input should be less than or equal to 1 \(got 1.5\)"),
     ],
 )
 def test_invalid_arguments_raise_value_error(overrides: dict, message: str) -> None:

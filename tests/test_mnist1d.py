@@ -109,4 +109,4 @@ def test_image_classifier_learns_the_signals(default_splits) -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    assert model.report(DataLoader(default_splits.test, batch_size=500))["accuracy"] > 0.75
+    assert model.evaluation(DataLoader(default_splits.test, batch_size=500))["accuracy"] > 0.75

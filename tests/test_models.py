@@ -4,12 +4,22 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveInt
 
-from models import UnknownModelError, create_model, list_models, model_factory, register_model
+from models import (
+    ModelArgumentError,
+    UnknownModelError,
+    check_model_args,
+    create_model,
+    list_models,
+    model_factory,
+    register_model,
+)
 from models.mae_vit import MAE_SIZE_NAMES, MAE_SIZES, band_image_metrics
 
 # Models shipped in models/ (other test modules register test-only ones in this process).
@@ -106,6 +116,26 @@ def test_duplicate_registration_refused() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_model(mae_vit)
     assert model_factory("mae_vit") is not mae_vit
+
+
+def test_a_plain_factory_is_validated_by_its_type_hints() -> None:
+    def hinted_linear(features: PositiveInt = 4, bias: Literal["yes", "no"] = "yes") -> torch.nn.Module:
+        return torch.nn.Linear(features, 1, bias=bias == "yes")
+
+    factory = register_model(hinted_linear)
+    assert list(inspect.signature(factory).parameters) == ["features", "bias"]
+    assert create_model("hinted_linear", features="3").in_features == 3  # lax, as YAML values are typed
+    assert create_model("hinted_linear", bias="no").bias is None
+    for args, message in [({"features": 0}, "features: Input should be greater than 0 (got 0)"),
+                          ({"bias": True}, "bias: Input should be 'yes' or 'no' (got True)"),
+                          ({"width": 2}, ("width: unknown argument of model 'hinted_linear'; "
+                                          "expected one of: features, bias"))]:
+        with pytest.raises(ModelArgumentError) as caught:
+            create_model("hinted_linear", **args)
+        assert str(caught.value) == f"model 'hinted_linear': {message}"
+        assert isinstance(caught.value, ValueError)
+        with pytest.raises(ModelArgumentError, match=message.split(" (")[0]):
+            check_model_args("hinted_linear", args)
 
 
 @pytest.mark.parametrize("lookup", [create_model, model_factory])
@@ -333,21 +363,22 @@ def test_decoder_depth_overrides_the_size(decoder_depth: int | None, blocks: int
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"size": "gigantic"}, r"size must be one of tiny, small, base, medium, large, huge"),
-        ({"img_size": 30, "patch_size": 8}, r"img_size must be divisible by patch_size=8"),
-        ({"patch_size": 0}, r"patch_size must be a positive integer"),
-        ({"in_chans": 31, "spectral_patch": 5}, r"in_chans must be divisible by spectral_patch=5"),
-        ({"mask_ratio": 0.0}, r"mask_ratio must be in \(0, 1\)"),
-        ({"mask_ratio": 1.0}, r"mask_ratio must be in \(0, 1\)"),
-        ({"mask_ratio": -0.5}, r"mask_ratio must be in \(0, 1\)"),
+        ({"size": "gigantic"}, r"size: Input should be 'tiny', 'small', 'base', 'medium', 'large' or 'huge' "
+                               r"\(got 'gigantic'\)"),
+        ({"img_size": 30, "patch_size": 8}, r"img_size: must be a multiple of patch_size = 8 \(got 30\)"),
+        ({"patch_size": 0}, r"patch_size: Input should be greater than 0 \(got 0\)"),
+        ({"in_chans": 31, "spectral_patch": 5}, r"in_chans: must be a multiple of spectral_patch = 5 \(got 31\)"),
+        ({"mask_ratio": 0.0}, r"mask_ratio: Input should be greater than 0 \(got 0.0\)"),
+        ({"mask_ratio": 1.0}, r"mask_ratio: Input should be less than 1 \(got 1.0\)"),
+        ({"mask_ratio": -0.5}, r"mask_ratio: Input should be greater than 0 \(got -0.5\)"),
         (
             {"img_size": 8, "patch_size": 8, "in_chans": 5, "mask_ratio": 0.5},
-            r"mask_ratio=0.5 leaves no visible token",
+            r"mask_ratio: leaves none of the 1 patches visible; expected a lower mask_ratio .* \(got 0.5\)",
         ),
-        ({"loss_weights": {"l1": 1.0}}, r"unknown keys \['l1'\]; expected keys: mse, sam"),
-        ({"loss_weights": {"sam": -1.0}}, r"loss_weights must be >= 0"),
-        ({"decoder_dim": 100}, r"decoder_dim must be a positive multiple of the 3 decoder heads"),
-        ({"decoder_depth": 0}, r"decoder_depth must be a positive integer, got 0"),
+        ({"loss_weights": {"l1": 1.0}}, r"loss_weights.l1: Input should be 'mse', 'sam', 'variance' or 'range'"),
+        ({"loss_weights": {"sam": -1.0}}, r"loss_weights.sam: Input should be greater than or equal to 0"),
+        ({"decoder_dim": 100}, r"decoder_dim: must be a multiple of the 3 decoder heads of size 'tiny' \(got 100\)"),
+        ({"decoder_depth": 0}, r"decoder_depth: Input should be greater than 0 \(got 0\)"),
     ],
 )
 def test_invalid_arguments_raise_value_error(overrides: dict, message: str) -> None:

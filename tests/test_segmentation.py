@@ -84,10 +84,10 @@ def test_builds_and_runs_on_the_meta_device() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"depth": 1}, r"depth must be >= 2"),
-        ({"in_channels": 0}, r"in_channels must be a positive integer"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-        ({"dice_weight": -0.1}, r"dice_weight must be >= 0"),
+        ({"depth": 1}, r"depth: Input should be greater than or equal to 2 \(got 1\)"),
+        ({"in_channels": 0}, r"in_channels: Input should be greater than 0 \(got 0\)"),
+        ({"dropout": 1.0}, r"dropout: Input should be less than 1 \(got 1.0\)"),
+        ({"dice_weight": -0.1}, r"dice_weight: Input should be greater than or equal to 0 \(got -0.1\)"),
     ],
 )
 def test_invalid_arguments_raise_value_error(overrides: dict, message: str) -> None:

@@ -40,7 +40,11 @@ BAD_SPECS = [
     ("missing model", "model", _DELETE, "model: required key is missing"),
     ("unknown model", "model/name", "resnet9000", "model.name: unknown model 'resnet9000'; known models: "),
     ("unknown model argument", "model/args/depth", 3, "model.args.depth: unknown argument of model 'mae_vit'"),
-    ("model argument type", "model/args/mask_ratio", "high", "model.args.mask_ratio: expected float"),
+    ("model argument type", "model/args/mask_ratio", "high",
+     "model.args.mask_ratio: Input should be a valid number, unable to parse string as a number (got 'high')"),
+    ("model argument range", "model/args/mask_ratio", 1.5, "model.args.mask_ratio: Input should be less than 1 (got 1.5)"),
+    ("model arguments that do not fit", "model/args/img_size", 10,
+     "model.args.img_size: must be a multiple of patch_size = 4 (got 10)"),
     ("low > high", "search/training.lr", {"type": "uniform", "low": 0.1, "high": 0.01},
      "search.training.lr: low must be < high"),
     ("log with low <= 0", "search/training.lr", {"type": "loguniform", "low": 0.0, "high": 0.01},
@@ -91,6 +95,38 @@ def test_bad_spec_is_one_clear_line(tmp_path: Path, case: str, path: str, value,
     assert "\n" not in message
     assert "bad.yaml: " in message, message
     assert expected in message, message
+
+
+def _clips_spec(tmp_path: Path, **changes) -> Path:
+    raw = yaml.safe_load((SEARCH_SPACES / "clips.yaml").read_text())
+    for path, value in changes.items():
+        raw = _with(raw, path.replace("__", "/"), value)
+    return write_spec(tmp_path, raw, "clips.yaml")
+
+
+def test_a_bad_model_argument_is_refused_at_load_as_one_line(tmp_path: Path) -> None:
+    spec_file = _clips_spec(tmp_path, model__args__fusion="max")
+    with pytest.raises(SpecError) as caught:
+        load_spec(str(spec_file))
+    assert str(caught.value) == f"{spec_file}: model.args.fusion: Input should be 'mean' or 'attention' (got 'max')"
+
+    result = _launch("--space", str(spec_file), "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "model.args.fusion: Input should be 'mean' or 'attention' (got 'max')" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_searched_model_argument_value_is_checked_by_the_argument_model(tmp_path: Path) -> None:
+    spec_file = _clips_spec(tmp_path, **{"search__model.args.fusion": {"type": "choice", "values": ["mean", "max"]}})
+    with pytest.raises(SpecError) as caught:
+        load_spec(str(spec_file))
+    assert str(caught.value) == (f"{spec_file}: search.model.args.fusion: value 'max' is not valid for "
+                                 "model.args.fusion: Input should be 'mean' or 'attention' (got 'max')")
+    # A cross-argument rule, through a searched value: task weights of tasks the model lacks.
+    spec_file = _clips_spec(tmp_path, **{"search__model.args.task_weights.other": {"type": "choice", "values": [1.0]}})
+    with pytest.raises(SpecError, match=r"model.args.task_weights: has unknown tasks \['other'\]"):
+        load_spec(str(spec_file))
 
 
 def test_not_yaml_names_the_line(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ DDP_DIR = "ddp"  # Ray Train's run folders of DDP trials
 # Inside a checkpoint folder.
 CHECKPOINT_STATE_FILE = "checkpoint.pt"
 CHECKPOINT_CONFIG_FILE = "config.yaml"
-MODEL_REPORT_FILE = "report.json"  # the best model's own report on its validation split
+MODEL_EVALUATION_FILE = "evaluation.json"  # the best model's own evaluation on its validation split
 BEST_TRIAL_FILE = "trial.json"  # in best/: the trial it came from
 
 

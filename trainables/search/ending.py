@@ -42,7 +42,7 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
              f"Run the same command again to continue the search.")
         return json.loads(path.read_text())
 
-    from trainables.trial.checkpoints import slim_checkpoint, write_model_report
+    from trainables.trial.checkpoints import slim_checkpoint, write_model_evaluation
     from trainables.trial.figures import write_best_figures
 
     for trial in record.unfinished():  # the search's time limit ended them
@@ -60,9 +60,9 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
         if test:
             echo("Best model on the held-out test split (touched once, now): "
                  + ", ".join(f"{k}={v:.4g}" for k, v in test.items()))
-        report_path = write_model_report(best_dir)
-        if report_path:
-            echo(f"Best model's report on its validation split: {report_path}")
+        evaluation_path = write_model_evaluation(best_dir)
+        if evaluation_path:
+            echo(f"Best model's evaluation on its validation split: {evaluation_path}")
         write_best_figures(best_dir)  # before tracker.finish logs best/ to the parent run
     best = record.best_trial()
     tracker.finish(None if best is None else {"trial_id": best.trial_id, "value": best.best_value(record.objective),

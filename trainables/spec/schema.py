@@ -8,11 +8,10 @@ in) is what gets saved next to the results and what each trial starts from.
 from __future__ import annotations
 
 import copy
-import inspect
 import re
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,7 +22,6 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -50,7 +48,7 @@ class _Section(BaseModel):
 
 class ModelSpec(_Section):
     name: str  # a name from models.list_models()
-    args: dict[str, Any] = {}  # keyword arguments for the model factory; checked against its signature
+    args: dict[str, Any] = {}  # keyword arguments for the model factory; checked by its argument model
 
 
 class TrainingSpec(_Section):
@@ -365,32 +363,15 @@ def _allowed_keys(loc: list[str], raw: dict[str, Any]) -> list[str]:
 
 
 def _check_model(model: ModelSpec, where: str, key: str) -> None:
-    from models import UnknownModelError, model_factory
+    """``model.args`` through the model's own argument model, as ``create_model`` will take them."""
+    from models import ModelArgumentError, UnknownModelError, check_model_args
 
     try:
-        factory = model_factory(model.name)
+        check_model_args(model.name, model.args)
     except UnknownModelError as exc:
         raise SpecError(f"{where}: {key}.name: {exc.args[0]}") from None
-    params = inspect.signature(factory).parameters
-    hints = get_type_hints(factory)
-    for arg, value in model.args.items():
-        if arg not in params:
-            raise SpecError(
-                f"{where}: {key}.args.{arg}: unknown argument of model {model.name!r}; "
-                f"expected one of: {', '.join(params)}"
-            )
-        if arg in hints:
-            try:
-                TypeAdapter(hints[arg]).validate_python(value, strict=False)
-            except ValidationError as exc:
-                raise SpecError(
-                    f"{where}: {key}.args.{arg}: expected {_type_name(hints[arg])} "
-                    f"(got {value!r}: {exc.errors()[0]['msg']})"
-                ) from None
-
-
-def _type_name(hint: Any) -> str:
-    return re.sub(r"\btyping\.", "", getattr(hint, "__name__", None) or str(hint))
+    except ModelArgumentError as exc:
+        raise SpecError(f"{where}: {key}.args.{exc.arg}: {exc.problem}") from None
 
 
 def _check_search(spec: SearchSpec, raw: dict[str, Any], where: str) -> None:

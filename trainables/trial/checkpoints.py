@@ -21,12 +21,12 @@ from models import create_model
 from trainables.outputs import (
     CHECKPOINT_CONFIG_FILE,
     CHECKPOINT_STATE_FILE,
-    MODEL_REPORT_FILE,
+    MODEL_EVALUATION_FILE,
     checkpoint_name,
 )
 from trainables.spec.schema import SearchSpec
 
-STATE_FILE, CONFIG_FILE, REPORT_FILE = CHECKPOINT_STATE_FILE, CHECKPOINT_CONFIG_FILE, MODEL_REPORT_FILE
+STATE_FILE, CONFIG_FILE, EVALUATION_FILE = CHECKPOINT_STATE_FILE, CHECKPOINT_CONFIG_FILE, MODEL_EVALUATION_FILE
 
 
 def config_text(config: dict[str, Any]) -> str:
@@ -99,17 +99,17 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> 
     return model.to(map_location).eval()
 
 
-def write_model_report(folder: str | Path, batch_size: int = 64) -> Path | None:
-    """Run the model's own ``report(loader)`` (a classification report and confusion matrix,
-    say) on the validation split it was trained with; saved as ``report.json`` in ``folder``.
-    Returns None for models without a report."""
+def write_model_evaluation(folder: str | Path, batch_size: int = 64) -> Path | None:
+    """Run the model's own ``evaluation(loader)`` (per-class scores and a confusion matrix,
+    say) on the validation split it was trained with; saved as ``evaluation.json`` in
+    ``folder``. Returns None for models without an evaluation."""
     model = load_model(folder)
-    if not hasattr(model, "report"):
+    if not hasattr(model, "evaluation"):
         return None
     spec = SearchSpec.model_validate(load_config(folder))
     loader = torch.utils.data.DataLoader(build_splits(spec.data).val, batch_size=batch_size)
     with torch.no_grad():
-        report = model.report(loader)
-    path = Path(folder) / REPORT_FILE
-    path.write_text(json.dumps(report, indent=2, default=float))
+        evaluation = model.evaluation(loader)
+    path = Path(folder) / EVALUATION_FILE
+    path.write_text(json.dumps(evaluation, indent=2, default=float))
     return path
