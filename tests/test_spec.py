@@ -146,6 +146,21 @@ def test_a_key_given_twice_names_it_and_its_line(tmp_path: Path) -> None:
     assert str(caught.value) == f"{spec_file}: line {line}: not valid YAML (key 'epochs' is given twice)"
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    # PyYAML (YAML 1.1) would read 5e-4 as the string '5e-4' and refuse it as "not a number".
+    raw = tiny_mae_spec()
+    raw["training"]["lr"] = "LR"
+    spec_file = tmp_path / "exp.yaml"
+    spec_file.write_text(yaml.safe_dump(raw, sort_keys=False).replace("LR", "5e-4"))
+    spec, _ = load_spec(str(spec_file), ["training.weight_decay=1E-2",
+                                         "search.training.lr={type: loguniform, low: 1e-5, high: 1e-3}"])
+    assert spec.training.lr == 5e-4
+    assert spec.training.weight_decay == 0.01
+    assert (spec.search["training.lr"].low, spec.search["training.lr"].high) == (1e-5, 1e-3)
+    with pytest.raises(SpecError, match=r"training.lr: Input should be a valid number"):
+        load_spec(str(spec_file), ["training.lr=1e"])
+
+
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     spec_file = tmp_path / "list.yaml"
     spec_file.write_text("- a\n- b\n")

@@ -192,6 +192,15 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 (PyYAML) reads `5e-4` and `1e5` as strings, so `lr: 5e-4` or `--set training.lr=5e-4`
+# would be refused as "not a number"; YAML 1.2 and every user read them as floats.
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_spec(name_or_path: str, overrides: list[str] = ()) -> tuple[SearchSpec, Path]:
     """Read, override (``key.path=value``) and validate a spec; return it with its file's path."""
     path = resolve_space_path(name_or_path)
@@ -211,7 +220,7 @@ def load_spec(name_or_path: str, overrides: list[str] = ()) -> tuple[SearchSpec,
         if not sep or not key.strip():
             raise SpecError(f"{where_override}: expected --set key.path=value")
         try:
-            value = yaml.safe_load(text)
+            value = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError:
             raise SpecError(f"{where_override}: {key}: the value is not valid YAML") from None
         set_path(raw, key.strip(), value)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchmetrics.aggregation import MeanMetric
 
 from data import build_splits
 from models import create_model
@@ -193,23 +194,35 @@ def _restored_state(trial_folder: Path, stored_config: str, device: torch.device
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Sample-weighted mean of the model's validation metrics, averaged across DDP ranks."""
+    """Sample-weighted mean of the model's validation metrics over every DDP rank's batches."""
     model.eval()
     generator = torch.Generator(device=device).manual_seed(VALIDATION_SEED)
-    totals: dict[str, torch.Tensor] = {}
-    count = torch.zeros((), device=device, dtype=torch.float64)
+    means = _Means(device)
     with torch.no_grad():
         for batch in loader:
             batch = _to_device(batch, device)
-            n = _batch_size(batch)
-            for key, value in model.validation_metrics(batch, generator=generator).items():
-                totals[key] = totals.get(key, 0) + value.detach().double() * n
-            count += n
-    keys = sorted(totals)
-    packed = torch.stack([totals[k] for k in keys] + [count])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(packed)
-    return {k: float(packed[i] / packed[-1]) for i, k in enumerate(keys)}
+            means.update(model.validation_metrics(batch, generator=generator), weight=_batch_size(batch))
+    return means.compute()
+
+
+class _Means:
+    """Running means of named metrics, one torchmetrics ``MeanMetric`` each: weighted, and
+    gathered across DDP ranks when computed (so every rank gets the same figures)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.metrics: dict[str, MeanMetric] = {}
+
+    def update(self, values: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+        for key, value in values.items():
+            if key not in self.metrics:
+                # float64: sums over thousands of batches keep their digits.
+                self.metrics[key] = MeanMetric().set_dtype(torch.float64).to(self.device)
+            self.metrics[key].update(value.detach(), weight)
+
+    def compute(self) -> dict[str, float]:
+        # Sorted: each compute is a collective, so every rank must call them in one order.
+        return {key: float(self.metrics[key].compute()) for key in sorted(self.metrics)}
 
 
 def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg: TrainingSpec,
@@ -218,7 +231,7 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, s
     """One epoch of training and validation; None if a stop was requested on the way."""
     wrapped.train()
     start = time.perf_counter()
-    sums: dict[str, float] = {}
+    train_means = _Means(device)
     micro_batches, samples = 0, 0
     max_micro = steps_per_epoch * cfg.grad_accum_steps
     optimizer.zero_grad(set_to_none=True)
@@ -236,8 +249,7 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, s
         if _any_rank(not torch.isfinite(loss).item(), device):  # every rank stops together
             raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch}, micro-batch {micro_batches}")
         scaler.scale(loss / cfg.grad_accum_steps).backward()
-        for key, value in out.items():
-            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        train_means.update(out)
         samples += _batch_size(batch)
         if is_step:
             if cfg.grad_clip_norm is not None:
@@ -249,7 +261,7 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, s
             scheduler.step()
             if stop_requested():
                 return None
-    train = _mean_across_ranks({k: v / max(micro_batches, 1) for k, v in sums.items()}, device)
+    train = train_means.compute()
     seconds = time.perf_counter() - start
     val = evaluate(model, val_loader, device)
     return EpochResult(train=train, val=val, samples=samples, seconds=seconds)
@@ -261,15 +273,6 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     packed = torch.tensor([float(flag)], device=device)
     dist.all_reduce(packed, op=dist.ReduceOp.MAX)
     return bool(packed.item())
-
-
-def _mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    if not (dist.is_available() and dist.is_initialized()) or not values:
-        return values
-    keys = sorted(values)
-    packed = torch.tensor([values[k] for k in keys], device=device, dtype=torch.float64)
-    dist.all_reduce(packed)
-    return {k: float(packed[i]) / dist.get_world_size() for i, k in enumerate(keys)}
 
 
 def _device(session: Session) -> torch.device:
