@@ -1,7 +1,7 @@
 """Trial overhead: N trials x R reports with W seconds of work between reports, 2 at a time.
 
 Wall time over the ideal (N * R * W / 2), side by side for
-- the service's own trial path (``launch_search``: spec, trial driver, generic loop with a
+- the service's own trial path (``launch_search``: spec, trial function, generic loop with a
   checkpoint per report, the search's record, MLflow tracking, the Optuna study), random
   search and no early stopping so every trial reports R times;
 - bare Ray Tune with its default settings (a new actor per trial);

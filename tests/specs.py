@@ -28,6 +28,8 @@ def tiny_mae_spec(experiment: str = "tiny") -> dict:
     raw["training"].update(epochs=3, batch_size=4, max_steps_per_epoch=2, warmup_epochs=0)
     raw["search"]["model.args.size"] = {"type": "choice", "values": ["tiny", "small"]}
     raw["budget"].update(trials=4, time_limit_minutes=None)
+    # ASHA by epochs, as a seconds-long search needs (the shipped file judges by training seconds).
+    raw["scheduler"] = {"type": "asha", "time_attr": "training_iteration", "grace_period": 1, "reduction_factor": 2}
     return raw
 
 

@@ -9,20 +9,23 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import launch
-from tests.specs import tiny_mae_spec, write_spec
+from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.results.plots import learning_curves
 from trainables.prepare.folder_lock import FolderLock
 from trainables.objective import Objective
 from trainables.outputs import RECORD_FILE, REPORT_DIR
 from trainables.results.record import SearchRecord
-from trainables.results.report import CSV_FILE, HTML_FILE
+from trainables.results.record import TRIAL_SECONDS
+from trainables.results.report import CSV_FILE, HTML_FILE, IMPORTANCES_FILE, MIN_BUDGET_TRIALS, common_budget
 from trainables.results.search_data import asha_rungs, gather
 from trainables.search.run import SearchOptions, launch_search
 from trainables.search.searcher import build_scheduler
@@ -71,6 +74,53 @@ def test_report_charts_table_and_html_reflect_the_trials(searched) -> None:
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     assert page.count("<tr") == len(summary["trials"]) + 1
+
+
+@pytest.mark.slow
+def test_importances_cover_every_searched_hyperparameter_at_the_highest_common_rung(searched) -> None:
+    _, out = searched
+    search = gather(out)
+    epochs = recorded_epochs(out)
+    reached = [rows[-1]["epoch"] for rows in epochs.values() if rows]
+    # The highest rung that at least half of the trials with a value (and at least 3) reached.
+    need = max(MIN_BUDGET_TRIALS, -(-len(reached) // 2))
+    expected = max(r for r in search.rungs if sum(last >= r for last in reached) >= need)
+    budget = common_budget(search)
+    assert (budget.key, budget.at, budget.trials) == ("epoch", expected, sum(last >= expected for last in reached))
+    with (out / REPORT_DIR / IMPORTANCES_FILE).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["hyperparameter"] for r in rows} == set(search.spec.search)
+    assert {r["budget"] for r in rows} == {f"epoch {expected:g}"}
+    assert all(float(r["importance"]) >= 0 for r in rows) and abs(sum(float(r["importance"]) for r in rows) - 1) < 1e-6
+
+
+@pytest.mark.slow
+def test_curves_and_table_show_the_trivial_baseline(searched) -> None:
+    _, out = searched
+    search = gather(out)
+    baselines = [row["val_baseline_mse"] for rows in recorded_epochs(out).values() for row in rows]
+    line = next(line for line in learning_curves(search).axes[0].get_lines() if line.get_gid() == "baseline")
+    assert line.get_ydata()[0] == pytest.approx(float(np.median(baselines)))
+    with (out / REPORT_DIR / CSV_FILE).open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        trial = recorded_epochs(out)[row["trial_id"]]
+        at_best = next(r for r in trial if str(r["epoch"]) == row["best_epoch"])
+        assert float(row["val_baseline_mse_at_best_epoch"]) == pytest.approx(at_best["val_baseline_mse"])
+
+
+def test_a_budget_in_training_seconds_compares_each_trial_where_it_crossed_the_rung() -> None:
+    # Rows as the record holds them: ASHA by time_total_s counts the loop's training seconds.
+    def trial(*seconds_and_values):
+        return SimpleNamespace(rows=[{"epoch": i + 1, TRIAL_SECONDS: t, "val_mse": v}
+                                     for i, (t, v) in enumerate(seconds_and_values)])
+
+    trials = [trial((30, 0.9), (70, 0.8), (190, 0.5)), trial((50, 0.95), (65, 0.7)),
+              trial((100, 1.0)), trial((20, 1.1))]
+    search = SimpleNamespace(trials=trials, rungs=[60, 180, 540], time_attr=TRIAL_SECONDS)
+    budget = common_budget(search)
+    assert (budget.key, budget.at, budget.trials, budget.name) == (TRIAL_SECONDS, 60, 3, "60 s of training")
+    assert [budget.value(t.rows, "val_mse") for t in trials] == [0.8, 0.7, 1.0, None]
 
 
 @pytest.mark.slow

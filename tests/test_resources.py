@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.specs import tiny_mae_spec
-from trainables.spec.resources import DDP_DRIVER_BUNDLE, placement_for, plan_concurrency, trial_resources
+from trainables.spec.resources import DDP_TRIAL_BUNDLE, placement_for, plan_concurrency, trial_resources
 from trainables.spec.schema import SpecError, validate_spec
 
 CLUSTER = {"CPU": 2.0, "GPU": 4.0}
@@ -30,8 +30,8 @@ def test_small_sizes_take_half_a_gpu_and_large_ones_two_gpus_with_ddp() -> None:
         assert placement({SIZE: size}).bundles == [{"CPU": 0.5, "GPU": 0.5}]
     large = trial_resources(spec, {SIZE: "large"}, gpus=True)
     assert (large.workers, large.total) == (2, {"CPU": 1.0, "GPU": 2.0})
-    # The DDP trial's driver holds a token bundle; its TorchTrainer reserves the two GPU workers.
-    assert placement({SIZE: "large"}).bundles == [DDP_DRIVER_BUNDLE]
+    # The DDP trial's process holds a token bundle; its TorchTrainer reserves the two GPU workers.
+    assert placement({SIZE: "large"}).bundles == [DDP_TRIAL_BUNDLE]
 
 
 def test_an_embedded_cluster_runs_what_fits_for_the_largest_request() -> None:

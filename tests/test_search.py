@@ -42,7 +42,7 @@ def test_summary_lists_every_trial_with_its_best_epoch(finished_search) -> None:
     for trial in trials:
         assert set(trial) >= {"trial_id", "config", "status", "best_value", "best_epoch", "checkpoint"}
         assert trial["status"] in ("finished", "stopped early")
-        assert set(trial["config"]) == {"model.args.size", "training.lr", "training.weight_decay", "model.args.mask_ratio",
+        assert set(trial["config"]) == {"model.args.size", "training.lr", "training.weight_decay",
                                         "model.args.loss_weights.sam", "model.args.loss_weights.variance",
                                         "model.args.loss_weights.range"}
         assert 1 <= trial["best_epoch"] <= trial["epochs"] <= 3

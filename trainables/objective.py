@@ -45,5 +45,13 @@ class Objective:
                                                self.sign * key(item) if is_number(key(item)) else 0.0))
 
     @property
+    def baseline(self) -> str:
+        """The key under which a model may report a trivial baseline next to the metric, on the
+        same data (val_mse -> val_baseline_mse, as the MAE's band-mean prediction): what shows
+        how far from trivial a value is."""
+        split, _, name = self.metric.partition("_")
+        return f"{split}_baseline_{name}"
+
+    @property
     def optuna_direction(self) -> str:
         return "minimize" if self.mode == "min" else "maximize"

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from trainables.objective import Objective
+from trainables.objective import Objective, is_number
 from trainables.results.search_data import SearchData
 
 STATUS_STYLE = {"finished": "-", "stopped early": "--", "failed": ":", "running": "-"}
@@ -44,6 +44,11 @@ def learning_curves(search: SearchData) -> Figure:
         line.set_gid(f"trial:{trial.trial_id}")
         if xs and trial.status in ("stopped early", "failed"):
             ax.plot(xs[-1], ys[-1], "x", color=line.get_color(), markersize=10, markeredgewidth=2)
+    baselines = [row[baseline] for trial in search.trials for row in trial.rows
+                 if is_number(row.get(baseline := Objective(search.metric, search.mode).baseline))]
+    if baselines:
+        ax.axhline(float(np.median(baselines)), color="0.3", linestyle="-.", linewidth=1.2, gid="baseline",
+                   label=f"trivial baseline ({baseline}, median)")
     for rung in search.rungs:
         ax.axvline(rung, color="0.5", linestyle=":", linewidth=1)
         ax.annotate(f"rung {rung:g}", (rung, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
@@ -77,10 +82,10 @@ def best_so_far(search: SearchData) -> Figure:
 
 def parallel_coordinates(study: optuna.Study, budget: str) -> Figure:
     """Optuna's parallel-coordinate plot of the study's scored trials (one line each)."""
-    with _quiet():
+    with quiet_optuna():
         ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study)
     ax.figure.set_size_inches(10, 4.8)
-    ax.set_title(f"Parallel coordinates, {budget}", fontsize=10)
+    ax.set_title(f"Parallel coordinates, {budget}", fontsize=10)  # in place of Optuna's (centred) title
     return ax.figure
 
 
@@ -93,10 +98,10 @@ def param_importances(study: optuna.Study, evaluator: Any, budget: str) -> Figur
         figure.text(0.5, 0.5, f"Hyperparameter importance needs {MIN_COMPLETE_TRIALS} trials with a score "
                     f"({budget}); there are {scored}.", ha="center", va="center")
         return figure
-    with _quiet():
+    with quiet_optuna():
         ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator)
     ax.figure.set_size_inches(8, max(2.5, 0.45 * len(ax.patches) + 1.2))
-    ax.set_title(f"Hyperparameter importance (fANOVA), {budget}", fontsize=10)
+    ax.set_title(f"Hyperparameter importance (fANOVA), {budget}", loc="left", fontsize=10)  # in place of Optuna's (left) title
     return ax.figure
 
 
@@ -106,8 +111,14 @@ def close(figure: Figure) -> None:
 
 
 @contextmanager
-def _quiet() -> Iterator[None]:
-    """Optuna marks its matplotlib plots experimental and warns on every call."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
+def quiet_optuna() -> Iterator[None]:
+    """Optuna marks its matplotlib plots experimental and warns on every call, and logs each
+    in-memory study the report builds: neither is news to the person reading the terminal."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)

@@ -63,7 +63,7 @@ class TrialRecord:
     study_number: int | None = None  # its trial in the Optuna study
     status: str = RUNNING
     reason: str = ""  # budget | patience | scheduler | time limit | the error's last line
-    rung: int | None = None  # the ASHA milestone (epochs) at which it was stopped
+    rung: int | None = None  # the ASHA milestone (in the scheduler's count) at which it was stopped
     epochs: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> reported metrics
     checkpoints: dict[int, str] = field(default_factory=dict)  # epoch -> folder, relative to the output folder
     failures: list[str] = field(default_factory=list)
@@ -71,6 +71,11 @@ class TrialRecord:
     @property
     def ended(self) -> bool:
         return self.status in ENDED
+
+    @property
+    def why_ended(self) -> str:
+        """The reason in words, with the rung of a scheduler's stop ("scheduler at rung 60")."""
+        return self.reason if self.rung is None else f"{self.reason} at rung {self.rung}"
 
     @property
     def last_epoch(self) -> int:

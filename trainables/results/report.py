@@ -31,41 +31,53 @@ MIN_BUDGET_TRIALS = 3  # trials that must have reached a budget for comparing th
 
 @dataclass(frozen=True)
 class Budget:
-    """A common budget: the epoch at which every trial that reached it is compared."""
+    """A common budget: every trial that reached it is compared by its value there. ``key`` is
+    what the scheduler counts (a row's "epoch", or its training seconds), ``at`` how much."""
 
-    epoch: int
+    key: str
+    at: float
     trials: int
 
     @property
+    def name(self) -> str:
+        return f"epoch {self.at:g}" if self.key == "epoch" else f"{self.at:g} s of training"
+
+    @property
     def label(self) -> str:
-        return f"at epoch {self.epoch} ({self.trials} trials reached it)"
+        return f"at {self.name} ({self.trials} trials reached it)"
+
+    def value(self, rows: list[dict[str, Any]], metric: str) -> float | None:
+        """A trial's value at the budget as ASHA saw it: at its first epoch that reached it."""
+        return next((row[metric] for row in rows if row[self.key] >= self.at), None)
 
 
 def common_budget(search: SearchData) -> Budget | None:
-    """The highest epoch (an ASHA rung, when the scheduler counts epochs) that at least half of
-    the trials with a value reached, and at least MIN_BUDGET_TRIALS of them: a pruned search
-    is then explained by all its trials, not by the few that finished."""
-    reached = [t.rows[-1]["epoch"] for t in search.trials if t.rows]
+    """The highest ASHA rung (in the scheduler's own count, epochs or training seconds; any
+    epoch without ASHA) that at least half of the trials with a value reached, and at least
+    MIN_BUDGET_TRIALS of them: a pruned search is then explained by all its trials, not by the
+    few that finished."""
+    key = search.time_attr if search.rungs else "epoch"
+    reached = [t.rows[-1][key] for t in search.trials if t.rows]
     if not reached:
         return None
-    candidates = [int(r) for r in search.rungs] if search.rungs and search.time_attr == "epoch" \
-        else list(range(1, max(reached) + 1))
+    candidates = search.rungs or list(range(1, int(max(reached)) + 1))
     need = max(MIN_BUDGET_TRIALS, math.ceil(len(reached) / 2))
     found = None
-    for epoch in sorted(candidates):
-        count = sum(last >= epoch for last in reached)
+    for at in sorted(candidates):
+        count = sum(last >= at for last in reached)
         if count >= need:
-            found = Budget(epoch, count)
+            found = Budget(key, at, count)
     return found
 
 
 def budget_study(search: SearchData, budget: Budget) -> optuna.Study:
-    """A study of every trial that reached the budget, scored by its value at that epoch."""
+    """A study of every trial that reached the budget, scored by its value there."""
     spec = search.spec
     distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
-    study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
+    with plots.quiet_optuna():
+        study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
     for trial in search.trials:
-        value = next((row[spec.metric] for row in trial.rows if row["epoch"] == budget.epoch), None)
+        value = budget.value(trial.rows, spec.metric)
         if value is None:
             continue
         params = {path: optuna_scalar(trial.config[path]) for path in distributions if path in trial.config}
@@ -103,22 +115,29 @@ def write_report(out_dir: Path) -> Path:
 
 
 def write_importances(study: optuna.Study, evaluator: Any, budget: Budget | None, path: Path) -> None:
-    """importances.csv: hyperparameter, importance, budget (the epoch compared at, or 'final')."""
+    """importances.csv: hyperparameter, importance, budget (where the trials were compared, or 'final')."""
     scored = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     importances = optuna.importance.get_param_importances(study, evaluator=evaluator) if len(scored) >= 2 else {}
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["hyperparameter", "importance", "budget"])
         for name, value in importances.items():
-            writer.writerow([name, value, f"epoch {budget.epoch}" if budget else "final"])
+            writer.writerow([name, value, budget.name if budget else "final"])
 
 
 def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:
     """One row per trial, best first (trials without a value last)."""
-    ranked = Objective(search.metric, search.mode).ranked(search.trials, key=lambda t: t.best_value)
+    objective = Objective(search.metric, search.mode)
+    ranked = objective.ranked(search.trials, key=lambda t: t.best_value)
     header = ["trial_id", "status", "reason", "epochs", f"best_{search.metric}", "best_epoch", *search.params]
     rows = [[t.trial_id, t.status, t.reason, len(t.rows), t.best_value, t.best_epoch,
              *(t.config.get(p) for p in search.params)] for t in ranked]
+    if any(objective.baseline in row for t in search.trials for row in t.rows):
+        # The model's trivial baseline at the best epoch, next to the best value: how far from trivial.
+        header.insert(6, f"{objective.baseline}_at_best_epoch")
+        for row, trial in zip(rows, ranked):
+            at_best = next((r for r in trial.rows if r["epoch"] == trial.best_epoch), {})
+            row.insert(6, at_best.get(objective.baseline))
     return header, rows
 
 

@@ -101,9 +101,8 @@ def gather(out_dir: Path) -> SearchData:
     for trial in sorted(record.trials.values(), key=lambda t: t.trial_id):
         rows = [{**metrics, "epoch": epoch, "wall_s": metrics["time"] - origin}
                 for epoch, metrics in sorted(trial.epochs.items()) if is_number(metrics.get(spec.metric))]
-        reason = trial.reason if trial.rung is None else f"{trial.reason} at rung {trial.rung}"
         trials.append(TrialData(trial_id=trial.trial_id, config=trial.config, status=record.status(trial, live),
-                                reason=reason, rows=rows, best_value=trial.best_value(record.objective),
+                                reason=trial.why_ended, rows=rows, best_value=trial.best_value(record.objective),
                                 best_epoch=trial.best_epoch(record.objective)))
     best = record.best_trial() or record.objective.best(record.trials.values(),
                                                        key=lambda t: t.best_value(record.objective))

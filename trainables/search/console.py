@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from trainables.results.record import FAILED, SearchRecord
+from trainables.results.record import FAILED, STOPPED, SearchRecord
 from trainables.spec.schema import SearchSpec
 
 
@@ -53,8 +53,8 @@ def print_trials(record: SearchRecord, spec: SearchSpec, seconds: float, summary
         status = entry["status"]
         if status == FAILED:
             status = f"failed: {trial.reason[:60]}"
-        elif trial.rung is not None:
-            status = f"{status} (rung {trial.rung})"
+        elif status == STOPPED:
+            status = f"{status} ({trial.why_ended})"
         table.add_row(
             trial.trial_id + marker,
             status,

@@ -1,9 +1,10 @@
 """Per-trial resources (which may follow a sampled value) and how many trials fit at once.
 
 A one-worker trial trains inside the Tune trial process, so the trial's own bundle holds the
-worker's CPUs and GPUs. A DDP trial's driver only starts a ``TorchTrainer``, whose worker
-group reserves its own placement group; the driver therefore asks for almost nothing, and
-``max_concurrent_trials`` (computed here) keeps extra drivers from starting and waiting.
+worker's CPUs and GPUs. A DDP trial's own process (its Tune trial actor) only starts a
+``TorchTrainer``, whose worker group reserves its own placement group; that process therefore
+asks for almost nothing, and ``max_concurrent_trials`` (computed here) keeps extra ones from
+starting and waiting. ("The driver" is only ever the process that runs the search.)
 
 How many trials run at once depends on whether the cluster can grow. An embedded cluster
 keeps the size it started with, so the cap is what fits in it. An existing cluster may have
@@ -22,9 +23,9 @@ from typing import Any, Callable
 
 from trainables.spec.schema import SearchSpec, SpecError
 
-# A DDP trial driver needs a non-empty bundle (Tune refuses all-zero requests) but must not
+# A DDP trial's process needs a non-empty bundle (Tune refuses all-zero requests) but must not
 # hold a CPU that its own workers need: 64 MiB of Ray's `memory` resource is a token amount.
-DDP_DRIVER_BUNDLE = {"memory": 64 * 1024 * 1024}
+DDP_TRIAL_BUNDLE = {"memory": 64 * 1024 * 1024}
 
 
 GIB = 2**30  # Ray counts its `memory` resource in bytes
@@ -97,7 +98,7 @@ def placement_for(spec: SearchSpec, gpus: bool) -> Callable[[dict[str, Any]], An
         request = trial_resources(spec, config, gpus)
         if request.workers == 1:
             return PlacementGroupFactory([request.worker])
-        return PlacementGroupFactory([DDP_DRIVER_BUNDLE])
+        return PlacementGroupFactory([DDP_TRIAL_BUNDLE])
 
     return placement
 
@@ -108,7 +109,7 @@ def max_concurrent_trials(spec: SearchSpec, cluster: dict[str, float], gpus: boo
     A one-worker trial holds its own bundle, so a trial beyond what fits waits to be placed
     and takes nothing: the cap is what fits of the smallest one-worker request (a huge
     model's trial then waits for the room it needs while small ones run). A DDP trial's
-    driver holds only a token bundle while its TorchTrainer waits for workers, so a driver
+    process holds only a token bundle while its TorchTrainer waits for workers, so one
     beyond what fits would start and wait: DDP requests cap it at what fits of each.
     """
     if spec.budget.max_concurrent:

@@ -419,8 +419,7 @@ class TrialRuns(RecordListener):
                                               "hpsearch.last_failure": error[:5000]})
 
     def on_end(self, trial: TrialRecord) -> None:
-        reason = trial.reason if trial.rung is None else f"{trial.reason} at rung {trial.rung}"
-        self.writer.log(trial.trial_id, tags={END_TAG: trial.status, REASON_TAG: reason[:5000]})
+        self.writer.log(trial.trial_id, tags={END_TAG: trial.status, REASON_TAG: trial.why_ended[:5000]})
         self.writer.set_status(trial.trial_id, "FAILED" if trial.status == FAILED else "FINISHED")
 
     def interrupted(self) -> None:

@@ -2,7 +2,7 @@
 
 It knows models only through their contract (``model(batch)["loss"]`` and
 ``model.validation_metrics(batch, generator)``) and Ray only through a ``Session``: the
-trial driver hands it a session that reports to Tune directly (one worker, in the trial
+trial function (trainable.py) hands it a session that reports to Tune directly (one worker, in the trial
 process) or to Ray Train (DDP workers under ``TorchTrainer``). Once per epoch it reports
 train and validation metrics, with a checkpoint written by rank 0.
 """
