@@ -119,6 +119,8 @@ def quiet_optuna() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A hyperparameter every compared trial shares gets a flat axis; matplotlib widens it.
+            warnings.filterwarnings("ignore", message="Attempting to set identical", category=UserWarning)
             yield
     finally:
         optuna.logging.set_verbosity(verbosity)
