@@ -101,7 +101,8 @@ def param_importances(study: optuna.Study, evaluator: Any, budget: str) -> Figur
     with quiet_optuna():
         ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator)
     ax.figure.set_size_inches(8, max(2.5, 0.45 * len(ax.patches) + 1.2))
-    ax.set_title(f"Hyperparameter importance (fANOVA), {budget}", loc="left", fontsize=10)  # in place of Optuna's (left) title
+    # In place of Optuna's own title, which it puts on the left.
+    ax.set_title(f"Hyperparameter importance (fANOVA), {budget}", loc="left", fontsize=10)
     return ax.figure
 
 

@@ -135,7 +135,7 @@ def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:
     if any(objective.baseline in row for t in search.trials for row in t.rows):
         # The model's trivial baseline at the best epoch, next to the best value: how far from trivial.
         header.insert(6, f"{objective.baseline}_at_best_epoch")
-        for row, trial in zip(rows, ranked):
+        for row, trial in zip(rows, ranked, strict=True):
             at_best = next((r for r in trial.rows if r["epoch"] == trial.best_epoch), {})
             row.insert(6, at_best.get(objective.baseline))
     return header, rows
