@@ -19,7 +19,7 @@ from PIL import Image
 import launch
 from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
-from trainables.results.plots import learning_curves
+from trainables.results.plots import best_so_far, learning_curves
 from trainables.prepare.folder_lock import FolderLock
 from trainables.objective import Objective
 from trainables.outputs import RECORD_FILE, REPORT_DIR
@@ -99,8 +99,9 @@ def test_curves_and_table_show_the_trivial_baseline(searched) -> None:
     _, out = searched
     search = gather(out)
     baselines = [row["val_baseline_mse"] for rows in recorded_epochs(out).values() for row in rows]
-    line = next(line for line in learning_curves(search).axes[0].get_lines() if line.get_gid() == "baseline")
-    assert line.get_ydata()[0] == pytest.approx(float(np.median(baselines)))
+    for chart in (learning_curves, best_so_far):
+        line = next(line for line in chart(search).axes[0].get_lines() if line.get_gid() == "baseline")
+        assert line.get_ydata()[0] == pytest.approx(float(np.median(baselines)))
     with (out / REPORT_DIR / CSV_FILE).open() as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:

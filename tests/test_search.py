@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from data import build_splits
-from tests.specs import tiny_mae_spec, write_spec
+from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_config, load_model, load_spec
 from trainables.trial.checkpoints import load_state
 from trainables.trial.loop import evaluate
@@ -63,6 +63,15 @@ def test_output_folder_holds_spec_tune_mlflow_and_best(finished_search) -> None:
     split = json.loads((out / "split.json").read_text())
     assert split["train"] and split["val"] and not {tuple(w) for w in split["train"]} & {tuple(w) for w in split["val"]}
     assert "stopped early" in printed and "Best checkpoint:" in printed and str(out / "best") in printed
+
+
+def test_the_best_line_says_how_far_from_the_trivial_baseline(finished_search) -> None:
+    summary, out, printed = finished_search
+    best = summary["best"]
+    at_best = next(row for row in recorded_epochs(out)[best["trial_id"]] if row["epoch"] == best["epoch"])
+    baseline = at_best["val_baseline_mse"]
+    assert (f"val_mse={best['value']:.5g} at epoch {best['epoch']}  "
+            f"({best['value'] / baseline:.2f}x the trivial val_baseline_mse={baseline:.5g})") in printed
 
 
 def test_only_the_best_trials_keep_their_best_checkpoint(finished_search) -> None:

@@ -44,11 +44,7 @@ def learning_curves(search: SearchData) -> Figure:
         line.set_gid(f"trial:{trial.trial_id}")
         if xs and trial.status in ("stopped early", "failed"):
             ax.plot(xs[-1], ys[-1], "x", color=line.get_color(), markersize=10, markeredgewidth=2)
-    baselines = [row[baseline] for trial in search.trials for row in trial.rows
-                 if is_number(row.get(baseline := Objective(search.metric, search.mode).baseline))]
-    if baselines:
-        ax.axhline(float(np.median(baselines)), color="0.3", linestyle="-.", linewidth=1.2, gid="baseline",
-                   label=f"trivial baseline ({baseline}, median)")
+    _draw_baseline(ax, search)
     for rung in search.rungs:
         ax.axvline(rung, color="0.5", linestyle=":", linewidth=1)
         ax.annotate(f"rung {rung:g}", (rung, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
@@ -73,11 +69,22 @@ def best_so_far(search: SearchData) -> Figure:
         best = sign * np.minimum.accumulate(sign * values)
         ax.scatter(seconds / scale, values, s=12, color="0.6", label="an epoch's value")
         ax.step(seconds / scale, best, where="post", color="tab:blue", linewidth=2, label="best so far", gid="best")
+        _draw_baseline(ax, search)
         ax.set_xlabel(f"wall time since the search began ({unit})")
         ax.legend(fontsize=8)
     ax.set_ylabel(search.metric)
     ax.set_title(f"best {search.metric} so far", fontsize=10)
     return figure
+
+
+def _draw_baseline(ax: Any, search: SearchData) -> None:
+    """The model's trivial baseline (Objective.baseline), if it reports one: the median over
+    every recorded epoch, as one line, so a curve shows how far from trivial it is."""
+    key = Objective(search.metric, search.mode).baseline
+    values = [row[key] for trial in search.trials for row in trial.rows if is_number(row.get(key))]
+    if values:
+        ax.axhline(float(np.median(values)), color="0.3", linestyle="-.", linewidth=1.2, gid="baseline",
+                   label=f"trivial baseline ({key}, median)")
 
 
 def parallel_coordinates(study: optuna.Study, budget: str) -> Figure:

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from trainables.objective import is_number
 from trainables.results.record import FAILED, STOPPED, SearchRecord
 from trainables.spec.schema import SearchSpec
 
@@ -67,8 +68,11 @@ def print_trials(record: SearchRecord, spec: SearchSpec, seconds: float, summary
     console = Console(file=buffer, width=160, force_terminal=False)
     console.print(table)
     if best is not None:
-        console.print(f"Best trial: {best.trial_id}  {spec.metric}={best.best_value(record.objective):.5g} "
-                      f"at epoch {best.best_epoch(record.objective)}")
+        value, epoch = best.best_value(record.objective), best.best_epoch(record.objective)
+        baseline = best.epochs[epoch].get(record.objective.baseline)
+        against = f"  ({value / baseline:.2f}x the trivial {record.objective.baseline}={baseline:.5g})" \
+            if is_number(baseline) and baseline else ""
+        console.print(f"Best trial: {best.trial_id}  {spec.metric}={value:.5g} at epoch {epoch}{against}")
         if best_dir is not None:
             console.print(f"Best checkpoint: {best_dir}  (load it with trainables.load_model({str(best_dir)!r}))")
     else:
