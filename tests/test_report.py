@@ -122,6 +122,12 @@ def test_a_budget_in_training_seconds_compares_each_trial_where_it_crossed_the_r
     budget = common_budget(search)
     assert (budget.key, budget.at, budget.trials, budget.name) == (TRIAL_SECONDS, 60, 3, "60 s of training")
     assert [budget.value(t.rows, "val_mse") for t in trials] == [0.8, 0.7, 1.0, None]
+    # Too few trials at the first rung (60 s: 2 of 4): the highest epoch enough of them reached.
+    few = SimpleNamespace(trials=[*trials[:2], trial((40, 1.0), (55, 0.9)), trial((45, 1.2))],
+                          rungs=[60, 180, 540], time_attr=TRIAL_SECONDS)
+    budget = common_budget(few)
+    assert (budget.key, budget.at, budget.trials, budget.name) == ("epoch", 2, 3, "epoch 2")
+    assert [budget.value(t.rows, "val_mse") for t in few.trials] == [0.8, 0.7, 0.9, None]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,15 +53,20 @@ class Budget:
 
 
 def common_budget(search: SearchData) -> Budget | None:
-    """The highest ASHA rung (in the scheduler's own count, epochs or training seconds; any
-    epoch without ASHA) that at least half of the trials with a value reached, and at least
-    MIN_BUDGET_TRIALS of them: a pruned search is then explained by all its trials, not by the
-    few that finished."""
-    key = search.time_attr if search.rungs else "epoch"
+    """The highest ASHA rung (in the scheduler's own count, epochs or training seconds) that at
+    least half of the trials with a value reached, and at least MIN_BUDGET_TRIALS of them; else
+    (no ASHA, or too few trials at its first rung) the highest such epoch. A pruned search is
+    then explained by all its trials, not by the few that finished."""
+    if search.rungs:
+        found = _highest_reached(search, search.time_attr, search.rungs)
+        if found is not None:
+            return found
+    last_epochs = [t.rows[-1]["epoch"] for t in search.trials if t.rows]
+    return _highest_reached(search, "epoch", range(1, max(last_epochs, default=0) + 1))
+
+
+def _highest_reached(search: SearchData, key: str, candidates: Iterable[float]) -> Budget | None:
     reached = [t.rows[-1][key] for t in search.trials if t.rows]
-    if not reached:
-        return None
-    candidates = search.rungs or list(range(1, int(max(reached)) + 1))
     need = max(MIN_BUDGET_TRIALS, math.ceil(len(reached) / 2))
     found = None
     for at in sorted(candidates):
