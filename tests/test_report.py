@@ -23,15 +23,27 @@ from trainables.results.plots import best_so_far, learning_curves
 from trainables.prepare.folder_lock import FolderLock
 from trainables.objective import Objective
 from trainables.outputs import RECORD_FILE, REPORT_DIR
-from trainables.results.record import SearchRecord
+from trainables.results.record import BY_SCHEDULER, FAILED, FINISHED, PAUSED, STOPPED, SearchRecord
 from trainables.results.record import TRIAL_SECONDS
-from trainables.results.report import CSV_FILE, HTML_FILE, IMPORTANCES_FILE, MIN_BUDGET_TRIALS, common_budget
-from trainables.results.search_data import asha_rungs, gather
+from trainables.results.report import (
+    CSV_FILE,
+    HTML_FILE,
+    IMPORTANCES_FILE,
+    MIN_BUDGET_TRIALS,
+    MIN_IMPORTANCE_TRIALS,
+    choice_at_budgets,
+    common_budget,
+    equal_training_budgets,
+    importance_budget,
+    write_report,
+)
+from trainables.results.search_data import gather
 from trainables.search.run import SearchOptions, launch_search
-from trainables.search.searcher import build_scheduler
 from trainables.tracking.runs import TRIAL_ID_TAG
 
-CHARTS = ("learning_curves", "best_so_far", "parallel_coordinates", "param_importances")
+# The tiny search's charts: its one choice parameter (size) at equal training; no importances,
+# since its 4 trials are fewer than MIN_IMPORTANCE_TRIALS.
+CHARTS = ("learning_curves", "best_so_far", "choice_model.args.size", "parallel_coordinates")
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -77,7 +89,7 @@ def test_report_charts_table_and_html_reflect_the_trials(searched) -> None:
 
 
 @pytest.mark.slow
-def test_importances_cover_every_searched_hyperparameter_at_the_highest_common_rung(searched) -> None:
+def test_the_common_rung_is_the_highest_most_trials_reached_and_four_trials_get_no_importances(searched) -> None:
     _, out = searched
     search = gather(out)
     epochs = recorded_epochs(out)
@@ -87,11 +99,11 @@ def test_importances_cover_every_searched_hyperparameter_at_the_highest_common_r
     expected = max(r for r in search.rungs if sum(last >= r for last in reached) >= need)
     budget = common_budget(search)
     assert (budget.key, budget.at, budget.trials) == ("epoch", expected, sum(last >= expected for last in reached))
+    # 4 trials: fewer than MIN_IMPORTANCE_TRIALS share any budget, so no importances, and the page says why.
     with (out / REPORT_DIR / IMPORTANCES_FILE).open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert {r["hyperparameter"] for r in rows} == set(search.spec.search)
-    assert {r["budget"] for r in rows} == {f"epoch {expected:g}"}
-    assert all(float(r["importance"]) >= 0 for r in rows) and abs(sum(float(r["importance"]) for r in rows) - 1) < 1e-6
+        assert list(csv.DictReader(handle)) == []
+    assert not (out / REPORT_DIR / "param_importances.png").exists()
+    assert f"only {len(reached)} trials have a value" in (out / REPORT_DIR / HTML_FILE).read_text()
 
 
 @pytest.mark.slow
@@ -204,12 +216,153 @@ def test_report_renders_in_a_headless_browser(searched, tmp_path: Path) -> None:
     assert colours is not None and len(colours) > 100  # charts and images, not a blank page
 
 
-def test_asha_rungs_are_the_milestones_ray_uses(tmp_path: Path) -> None:
-    for grace, factor, epochs in [(1, 2, 3), (1, 3, 9), (2, 2, 20), (1, 4, 100)]:
-        raw = tiny_mae_spec("rungs")
-        raw["training"]["epochs"] = epochs
-        raw["scheduler"].update(grace_period=grace, reduction_factor=factor)
-        spec, _ = load_spec(str(write_spec(tmp_path, raw)))
-        scheduler = build_scheduler(spec, SearchRecord(tmp_path, Objective(spec.metric, spec.mode)))
-        ray_rungs = sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs)
-        assert asha_rungs(spec) == ray_rungs
+# ----- the report answers its search's question (issue 18, item 8), on records written without Ray -----
+
+SIZES = ["tiny", "small", "base", "medium"]
+
+
+def _seconds_spec(mode: str = "min") -> dict:
+    """The tiny MAE spec judged by training seconds: rungs at 60 and 180 s, its end at 540 s."""
+    raw = tiny_mae_spec("equal_training")
+    raw["mode"] = mode
+    raw["search"]["model.args.size"] = {"type": "choice", "values": SIZES}
+    raw["scheduler"] = {"type": "asha", "time_attr": "time_total_s", "grace_period": 60, "reduction_factor": 3,
+                        "max_t": 540}
+    return raw
+
+
+def _config(raw: dict, size: str, index: int) -> dict:
+    """A configuration of every searched parameter: ``size``, the others spread over their ranges."""
+    config = {}
+    for path, dist in raw["search"].items():
+        if dist["type"] == "choice":
+            config[path] = size if path == "model.args.size" else dist["values"][index % len(dist["values"])]
+        else:
+            fraction = ((index * 0.618034) % 1.0 + 0.05) / 1.1
+            config[path] = dist["low"] + (dist["high"] - dist["low"]) * fraction
+    return config
+
+
+def _write_search(folder: Path, raw: dict, trials: list[tuple[str, list[tuple[float, float]], str, float | None]]) -> Path:
+    """An output folder as a search leaves it: spec.yaml and the record, written by the record's own
+    writer. Each trial: (size, [(training seconds, val_mse) per epoch], how it ended, its rung)."""
+    out = folder / "out"
+    out.mkdir(parents=True)
+    write_spec(out, raw)
+    record = SearchRecord(out, Objective(raw["metric"], raw["mode"])).open_for_writing()
+    for index, (size, rows, status, rung) in enumerate(trials):
+        trial_id = f"trial_{index:02d}"
+        record.add_trial(trial_id, _config(raw, size, index))
+        for epoch, (seconds, value) in enumerate(rows, start=1):
+            record.add_epoch(trial_id, epoch, {raw["metric"]: value, TRIAL_SECONDS: seconds}, None)
+        if status == PAUSED:
+            record.pause_trial(trial_id, rung)
+        elif status == STOPPED:
+            record.end_trial(trial_id, STOPPED, BY_SCHEDULER, rung)
+        elif status in (FINISHED, FAILED):
+            record.end_trial(trial_id, status, "budget" if status == FINISHED else "boom")
+    record.close("finished")
+    return out
+
+
+# Rows that skip past the rungs: the value at a rung is that of the first epoch at or past it.
+SIZE_TRIALS = [
+    ("tiny", [(50, 0.9), (70, 0.8), (150, 0.6), (200, 0.5)], STOPPED, 180),
+    ("tiny", [(40, 1.0), (65, 0.7)], STOPPED, 60),
+    ("small", [(30, 0.95), (61, 0.85), (190, 0.4), (560, 0.3)], FINISHED, None),
+    ("base", [(20, 1.1)], FAILED, None),  # sampled, but reached no rung
+    # medium: never sampled
+]
+
+
+def test_each_choice_is_compared_at_each_rung_by_its_value_when_it_first_reached_it(tmp_path: Path) -> None:
+    search = gather(_write_search(tmp_path, _seconds_spec("min"), SIZE_TRIALS))
+    budgets = equal_training_budgets(search)
+    assert [(b.key, b.at, b.trials) for b in budgets] == [(TRIAL_SECONDS, 60, 3), (TRIAL_SECONDS, 180, 2),
+                                                           (TRIAL_SECONDS, 540, 1)]  # the rungs, then max_t
+    table = choice_at_budgets(search, "model.args.size")
+    assert table.values == SIZES and table.sampled == [2, 1, 1, 0]
+    tiny, small, base, medium = range(4)
+    assert table.points[tiny] == [[("trial_00", 0.8), ("trial_01", 0.7)], [("trial_00", 0.5)], []]
+    assert table.points[small] == [[("trial_02", 0.85)], [("trial_02", 0.4)], [("trial_02", 0.3)]]
+    assert table.best == [[0.7, 0.5, None], [0.85, 0.4, 0.3], [None] * 3, [None] * 3]  # min: the lowest
+    assert [table.reached(i) for i in range(4)] == [True, True, False, False]
+    # The same trials with mode max: each value's best is its highest value at the rung.
+    search_max = gather(_write_search(tmp_path / "max", _seconds_spec("max"), SIZE_TRIALS))
+    assert choice_at_budgets(search_max, "model.args.size").best[tiny] == [0.8, 0.5, None]
+
+
+def test_the_choice_chart_draws_the_table_and_names_values_that_reached_no_rung(tmp_path: Path) -> None:
+    from trainables.results import plots
+
+    search = gather(_write_search(tmp_path, _seconds_spec("min"), SIZE_TRIALS))
+    table = choice_at_budgets(search, "model.args.size")
+    ax = plots.choice_at_budgets(table, search.metric, search.mode, "training seconds").axes[0]
+    best = {line.get_gid(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert best == {"best:0": [0.7, 0.5], "best:1": [0.85, 0.4, 0.3]}
+    dots = {c.get_gid(): sorted(c.get_offsets()[:, 1]) for c in ax.collections}
+    assert dots["point:0:0"] == [0.7, 0.8] and "point:2:0" not in dots
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["tiny: 2 trials, none reached 540", "small: 1 trial",
+                      "base: not reached (1 trial, none reached 60)", "medium: not sampled"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["60\n3 trials", "180\n2 trials", "540\n1 trial"]
+
+
+def test_a_search_without_rungs_compares_choices_at_fractions_of_its_epochs(tmp_path: Path) -> None:
+    raw = _seconds_spec("min")
+    raw["scheduler"] = {"type": "none"}
+    raw["training"]["epochs"] = 4
+    search = gather(_write_search(tmp_path, raw, SIZE_TRIALS))
+    assert [(b.key, b.at, b.trials) for b in equal_training_budgets(search)] == [("epoch", 1, 4), ("epoch", 2, 3),
+                                                                                ("epoch", 4, 2)]
+    assert choice_at_budgets(search, "model.args.size").best[0] == [0.9, 0.7, 0.5]
+
+
+def _many(count: int) -> list:
+    """``count`` trials over two sizes, each past the first rung (60 s), every third to the end."""
+    trials = []
+    for n in range(count):
+        rows = [(30, 1.0 - 0.01 * n), (70, 0.9 - 0.02 * n)]
+        if n % 3 == 0:
+            rows += [(200, 0.6 - 0.01 * n), (600, 0.5 - 0.01 * n)]
+        trials.append((SIZES[n % 2], rows, FINISHED if n % 3 == 0 else STOPPED, None if n % 3 == 0 else 60))
+    return trials
+
+
+def test_importances_need_eight_trials_at_one_budget_and_the_report_says_why_not(tmp_path: Path) -> None:
+    assert MIN_IMPORTANCE_TRIALS == 8
+    few = _write_search(tmp_path / "few", _seconds_spec(), _many(MIN_IMPORTANCE_TRIALS - 1))
+    assert importance_budget(gather(few))[0] is None
+    report = write_report(few)
+    with (report / IMPORTANCES_FILE).open() as handle:
+        assert list(csv.DictReader(handle)) == []
+    assert not (report / "param_importances.png").exists()
+    assert _is_png(report / "choice_model.args.size.png")
+    page = (report / HTML_FILE).read_text()
+    assert ("No importances: they need at least 8 trials measured at one budget (with fewer, fANOVA ranks noise); "
+            "only 7 trials have a value, 7 of them reached the first rung (60 s of training).") in page
+    assert "alt='param_importances'" not in page and "alt='choice_model.args.size'" in page
+
+    enough = _write_search(tmp_path / "enough", _seconds_spec(), _many(MIN_IMPORTANCE_TRIALS))
+    search = gather(enough)
+    budget, why = importance_budget(search)
+    assert (budget.key, budget.at, budget.trials, why) == (TRIAL_SECONDS, 60, 8, "")  # 180 s: 3 of 8
+    report = write_report(enough)
+    with (report / IMPORTANCES_FILE).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["hyperparameter"] for r in rows} == set(search.spec.search)
+    assert {r["budget"] for r in rows} == {"60 s of training"}
+    assert _is_png(report / "param_importances.png")
+    assert "No importances" not in (report / HTML_FILE).read_text()
+
+
+def test_curves_mark_a_paused_trial_apart_from_one_stopped_early(tmp_path: Path) -> None:
+    trials = [("tiny", [(30, 0.9), (70, 0.8)], PAUSED, 60), ("small", [(30, 0.95), (65, 0.9)], STOPPED, 60),
+              ("tiny", [(30, 0.7), (70, 0.6), (200, 0.5), (600, 0.4)], FINISHED, None)]
+    search = gather(_write_search(tmp_path, _seconds_spec(), trials))
+    assert [t.status for t in search.trials] == [PAUSED, STOPPED, FINISHED]
+    ends = {line.get_gid(): line for line in learning_curves(search).axes[0].get_lines()
+            if (line.get_gid() or "").startswith("end:")}
+    assert set(ends) == {f"end:{PAUSED}:trial_00", f"end:{STOPPED}:trial_01"}  # a finished trial's end is its budget
+    assert ends[f"end:{PAUSED}:trial_00"].get_marker() != ends[f"end:{STOPPED}:trial_01"].get_marker()
+    assert list(ends[f"end:{PAUSED}:trial_00"].get_xdata()) == [70]

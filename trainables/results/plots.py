@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -21,18 +21,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from trainables.objective import Objective, is_number
+from trainables.results.record import FAILED, FINISHED, PAUSED, RUNNING, STOPPED
 from trainables.results.search_data import SearchData
 
-STATUS_STYLE = {"finished": "-", "stopped early": "--", "failed": ":", "running": "-"}
-MIN_COMPLETE_TRIALS = 2  # an importance needs at least two scored trials to compare
+if TYPE_CHECKING:
+    from trainables.results.report import ChoiceAtBudgets
+
+STATUS_STYLE = {FINISHED: "-", STOPPED: "--", FAILED: ":", RUNNING: "-", PAUSED: "-."}
+# How a curve's last point is marked: where the trial was stopped (or failed), or where it
+# waits, paused at a rung, for its scheduler to promote it.
+END_MARKERS = {STOPPED: "x", FAILED: "x", PAUSED: r"$\parallel$"}
 LEGEND_LIMIT = 12  # trials named in a legend; beyond, the legend would hide the curves
 
 
 def learning_curves(search: SearchData) -> Figure:
     """The metric of every trial against the scheduler's time attribute, one curve each;
-    ASHA's rungs as dotted verticals, and a cross where a trial stopped before the budget."""
+    the scheduler's rungs as dotted verticals; a cross where a trial stopped before the budget
+    (or failed), a pause sign where it is paused at a rung."""
     figure = Figure(figsize=(9, 4.8), dpi=90, layout="constrained")
     ax = figure.subplots()
     x_key = search.time_attr
@@ -42,8 +50,11 @@ def learning_curves(search: SearchData) -> Figure:
         (line,) = ax.plot(xs, ys, STATUS_STYLE.get(trial.status, "-"), marker=".",
                           label=f"{trial.trial_id} ({trial.status})")
         line.set_gid(f"trial:{trial.trial_id}")
-        if xs and trial.status in ("stopped early", "failed"):
-            ax.plot(xs[-1], ys[-1], "x", color=line.get_color(), markersize=10, markeredgewidth=2)
+        if xs and trial.status in END_MARKERS:
+            marker = END_MARKERS[trial.status]
+            ax.plot([xs[-1]], [ys[-1]], linestyle="none", marker=marker, color=line.get_color(),
+                    markersize=10 if marker == "x" else 14, markeredgewidth=2 if marker == "x" else 1,
+                    gid=f"end:{trial.status}:{trial.trial_id}")
     _draw_baseline(ax, search)
     for rung in search.rungs:
         ax.axvline(rung, color="0.5", linestyle=":", linewidth=1)
@@ -51,7 +62,8 @@ def learning_curves(search: SearchData) -> Figure:
                     textcoords="offset points", fontsize=8, color="0.35")
     ax.set_xlabel("epoch" if x_key == "epoch" else "training seconds")
     ax.set_ylabel(search.metric)
-    ax.set_title(f"{search.metric} of every trial ({search.mode}); x: stopped early or failed", fontsize=10)
+    ax.set_title(f"{search.metric} of every trial ({search.mode}); x: {STOPPED} or {FAILED}; "
+                 f"$\\parallel$: {PAUSED} at a rung", fontsize=10)
     if 0 < len(search.trials) <= LEGEND_LIMIT:
         ax.legend(fontsize=7, loc="best")
     return figure
@@ -77,6 +89,60 @@ def best_so_far(search: SearchData) -> Figure:
     return figure
 
 
+def choice_at_budgets(table: ChoiceAtBudgets, metric: str, mode: str, xlabel: str) -> Figure:
+    """One choice parameter at equal training: at each budget (x, evenly spaced, labelled with
+    its amount and how many trials reached it), every trial's value there as a dot, grouped
+    side by side by the parameter's value, and each value's best joined across budgets. A
+    value whose trials reached no budget (or that no trial had) is named in the legend as such.
+    Gids: ``point:<value index>:<budget index>`` for the dots, ``best:<value index>`` for a line."""
+    figure = Figure(figsize=(9, 4.8), dpi=90, layout="constrained")
+    ax = figure.subplots()
+    count = len(table.values)
+    slot = 0.8 / max(count, 1)  # each value's share of a budget's width
+    colours = matplotlib.colormaps["tab10"]
+    handles = []
+    for index, value in enumerate(table.values):
+        colour = colours(index % 10)
+        offset = (index - (count - 1) / 2) * slot
+        for at, here in enumerate(table.points[index]):
+            if not here:
+                continue
+            spread = np.linspace(-0.3, 0.3, len(here)) * slot if len(here) > 1 else np.zeros(1)
+            ax.scatter(at + offset + spread, [v for _, v in here], s=18, color=colour, alpha=0.55,
+                       edgecolors="none", gid=f"point:{index}:{at}")
+            ax.annotate(str(len(here)), (at + offset, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                        textcoords="offset points", ha="center", fontsize=7, color=colour)
+        reached = [(at + offset, best) for at, best in enumerate(table.best[index]) if best is not None]
+        if reached:
+            xs, ys = zip(*reached, strict=True)
+            ax.plot(xs, ys, "-D", color=colour, markersize=6, linewidth=1.6, gid=f"best:{index}")
+            upto = ("" if len(reached) == len(table.budgets)
+                    else f", none reached {table.budgets[len(reached)].at:g}")
+            label = f"{value}: {_trials(table.sampled[index])}{upto}"
+            handles.append(Line2D([], [], color=colour, marker="D", label=label))
+        else:
+            label = (f"{value}: not reached ({_trials(table.sampled[index])}, none reached {table.budgets[0].at:g})"
+                     if table.sampled[index] and table.budgets else f"{value}: not sampled")
+            handles.append(Line2D([], [], color="0.6", marker="o", markerfacecolor="none", linestyle="none",
+                                  label=label))
+    low, high = ax.get_ylim()
+    ax.set_ylim(low - 0.08 * (high - low), high)  # room for the counts under the dots
+    ticks = [f"{b.at:g}\n{_trials(b.trials)}" for b in table.budgets]
+    ax.set_xticks(range(len(table.budgets)), ticks, fontsize=8)
+    ax.set_xlim(-0.5, max(len(table.budgets), 1) - 0.5)
+    ax.set_xlabel(f"{xlabel} (small numbers: trials of each value there)", fontsize=9)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{table.param}: {metric} of each value at equal training; line: each value's best ({mode})",
+                 fontsize=10)
+    ax.grid(axis="y", color="0.9")
+    ax.legend(handles=handles, fontsize=8, loc="best", title=table.param, title_fontsize=8)
+    return figure
+
+
+def _trials(count: int) -> str:
+    return f"{count} trial{'' if count == 1 else 's'}"
+
+
 def _draw_baseline(ax: Any, search: SearchData) -> None:
     """The model's trivial baseline (Objective.baseline), if it reports one: the median over
     every recorded epoch, as one line, so a curve shows how far from trivial it is."""
@@ -98,13 +164,7 @@ def parallel_coordinates(study: optuna.Study, budget: str) -> Figure:
 
 def param_importances(study: optuna.Study, evaluator: Any, budget: str) -> Figure:
     """Optuna's importance plot for the study's scored trials, with the evaluator the report's
-    importances.csv used; a note instead when fewer than two trials have a score."""
-    scored = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    if scored < MIN_COMPLETE_TRIALS:
-        figure = Figure(figsize=(8, 2), dpi=90)
-        figure.text(0.5, 0.5, f"Hyperparameter importance needs {MIN_COMPLETE_TRIALS} trials with a score "
-                    f"({budget}); there are {scored}.", ha="center", va="center")
-        return figure
+    importances.csv used (the report asks only with enough trials: report.importance_budget)."""
     with quiet_optuna():
         ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator)
     ax.figure.set_size_inches(8, max(2.5, 0.45 * len(ax.patches) + 1.2))

@@ -7,6 +7,8 @@ that holds the folder's lock, one line per event, as it happens:
     {"e": "trial", "id": ..., "number": n, "config": {...}}        a trial was issued
     {"e": "epoch", "id": ..., "epoch": k, "metrics": {...}, "checkpoint": "trials/<id>/epoch_00k"}
     {"e": "failure", "id": ..., "error": "last line"}             a crash that Tune retries (or that ends it)
+    {"e": "pause", "id": ..., "rung": r}                           the scheduler paused it at a rung (slot freed)
+    {"e": "promote", "id": ...}                                     a paused trial continues (issued again)
     {"e": "end", "id": ..., "status": ..., "reason": ..., "rung": k}
     {"e": "pruned", "ids": [...]}                                   checkpoints deleted when the search ended
     {"e": "session_end", "how": "finished" | "interrupted"}
@@ -40,9 +42,9 @@ from typing import Any
 from trainables.objective import Objective, is_number
 from trainables.outputs import RECORD_FILE, checkpoint_name, trial_dir
 
-RUNNING, FINISHED, STOPPED, FAILED, INTERRUPTED = "running", "finished", "stopped early", "failed", "interrupted"
+RUNNING, PAUSED, FINISHED, STOPPED, FAILED, INTERRUPTED = (
+    "running", "paused", "finished", "stopped early", "failed", "interrupted")
 ENDED = (FINISHED, STOPPED, FAILED)
-STATUSES = (RUNNING, *ENDED, INTERRUPTED)
 # Why a trial was stopped early.
 BY_SCHEDULER, BY_TIME_LIMIT = "scheduler", "time limit"
 # Seconds a trial has trained and validated, over all its attempts (the loop reports it with
@@ -63,23 +65,26 @@ class TrialRecord:
     study_number: int | None = None  # its trial in the Optuna study
     status: str = RUNNING
     reason: str = ""  # budget | patience | scheduler | time limit | the error's last line
-    rung: int | None = None  # the ASHA milestone (in the scheduler's count) at which it was stopped
+    rung: float | None = None  # the rung (in the scheduler's count) it was stopped or is paused at
     epochs: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> reported metrics
     checkpoints: dict[int, str] = field(default_factory=dict)  # epoch -> folder, relative to the output folder
     failures: list[str] = field(default_factory=list)
+    issued_at: float | None = None  # when it was first issued (wall clock)
 
     @property
     def ended(self) -> bool:
         return self.status in ENDED
 
     @property
-    def why_ended(self) -> str:
-        """The reason in words, with the rung of a scheduler's stop ("scheduler at rung 60")."""
-        return self.reason if self.rung is None else f"{self.reason} at rung {self.rung}"
+    def paused(self) -> bool:
+        return self.status == PAUSED
 
     @property
-    def last_epoch(self) -> int:
-        return max(self.epochs, default=0)
+    def why_ended(self) -> str:
+        """The reason in words, with the rung of a scheduler's stop ("scheduler at rung 60")."""
+        if self.paused:
+            return f"paused at rung {self.rung}"
+        return self.reason if self.rung is None else f"{self.reason} at rung {self.rung}"
 
     def best_epoch(self, objective: Objective) -> int | None:
         return objective.best(sorted(self.epochs), key=lambda e: self.epochs[e].get(objective.metric))
@@ -104,6 +109,8 @@ class RecordListener:
     def on_epoch(self, trial: TrialRecord, epoch: int) -> None: ...
 
     def on_failure(self, trial: TrialRecord, error: str) -> None: ...
+
+    def on_pause(self, trial: TrialRecord) -> None: ...
 
     def on_end(self, trial: TrialRecord) -> None: ...
 
@@ -134,7 +141,7 @@ class SearchRecord:
     def status(self, trial: TrialRecord, live: bool = False) -> str:
         """The trial's status as a reader reports it: a trial not ended is running only while
         its search runs, and interrupted otherwise."""
-        if trial.ended or live:
+        if trial.ended or live or trial.paused:
             return trial.status
         return INTERRUPTED
 
@@ -143,7 +150,13 @@ class SearchRecord:
         return sum(s["last"] - s["t"] for s in self.sessions)
 
     def unfinished(self) -> list[TrialRecord]:
+        """Trials not ended, paused ones included."""
         return [t for t in self.trials.values() if not t.ended]
+
+    def to_continue(self) -> list[TrialRecord]:
+        """Trials a continued search issues again first: unfinished and not paused (a paused
+        trial waits for its scheduler's promotion)."""
+        return [t for t in self.trials.values() if not t.ended and not t.paused]
 
     def best_trial(self) -> TrialRecord | None:
         """The trial whose best epoch is best, among those with that epoch's checkpoint kept."""
@@ -198,7 +211,14 @@ class SearchRecord:
         self._write({"e": "failure", "id": trial_id, "error": error})
         self._notify("on_failure", self.trials[trial_id], error)
 
-    def end_trial(self, trial_id: str, status: str, reason: str, rung: int | None = None) -> None:
+    def pause_trial(self, trial_id: str, rung: float) -> None:
+        self._write({"e": "pause", "id": trial_id, "rung": rung})
+        self._notify("on_pause", self.trials[trial_id])
+
+    def promote_trial(self, trial_id: str) -> None:
+        self._write({"e": "promote", "id": trial_id})
+
+    def end_trial(self, trial_id: str, status: str, reason: str, rung: float | None = None) -> None:
         trial = self.trials[trial_id]
         if trial.ended:
             return
@@ -252,7 +272,8 @@ class SearchRecord:
         elif kind == "session_end":
             self.sessions[-1]["how"] = event["how"]
         elif kind == "trial":
-            self.trials[event["id"]] = TrialRecord(event["id"], event["config"], event["number"], event.get("study"))
+            self.trials[event["id"]] = TrialRecord(event["id"], event["config"], event["number"], event.get("study"),
+                                                   issued_at=event["t"])
         elif kind == "epoch":
             trial = self.trials[event["id"]]
             trial.epochs[event["epoch"]] = {**event["metrics"], "time": event["t"]}
@@ -261,6 +282,11 @@ class SearchRecord:
             return self._retain(trial)
         elif kind == "failure":
             self.trials[event["id"]].failures.append(event["error"])
+        elif kind == "pause":
+            trial = self.trials[event["id"]]
+            trial.status, trial.rung = PAUSED, event["rung"]
+        elif kind == "promote":
+            self.trials[event["id"]].status = RUNNING
         elif kind == "end":
             trial = self.trials[event["id"]]
             trial.status, trial.reason, trial.rung = event["status"], event["reason"], event.get("rung")

@@ -20,14 +20,21 @@ import optuna
 from trainables.objective import Objective
 from trainables.outputs import BEST_DIR, FIGURES_DIR, REPORT_DIR
 from trainables.results import plots
-from trainables.results.report_html import render_html
+from trainables.results.report_html import CHOICE_PREFIX, render_html
 from trainables.results.search_data import SearchData, gather
-from trainables.spec.distributions import optuna_scalar
+from trainables.spec.distributions import Choice, Grid, optuna_scalar
 
 CSV_FILE = "trials.csv"
 HTML_FILE = "report.html"
 IMPORTANCES_FILE = "importances.csv"
 MIN_BUDGET_TRIALS = 3  # trials that must have reached a budget for comparing them there
+# Trials that must share a budget before the report draws importances. fANOVA fits a random
+# forest to the trials' values and splits their variance among the hyperparameters; with a
+# handful of trials (issue 18: two trials gave "weight_decay 0.49, size 0.0") it ranks noise
+# as a finding. 8 is the fewest that gives each of a few hyperparameters more than one split.
+MIN_IMPORTANCE_TRIALS = 8
+# Where a search without rungs compares its choices: these fractions of its epoch budget.
+NO_RUNG_FRACTIONS = (0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -52,28 +59,106 @@ class Budget:
         return next((row[metric] for row in rows if row[self.key] >= self.at), None)
 
 
-def common_budget(search: SearchData) -> Budget | None:
-    """The highest ASHA rung (in the scheduler's own count, epochs or training seconds) that at
-    least half of the trials with a value reached, and at least MIN_BUDGET_TRIALS of them; else
-    (no ASHA, or too few trials at its first rung) the highest such epoch. A pruned search is
-    then explained by all its trials, not by the few that finished."""
+def common_budget(search: SearchData, min_trials: int = MIN_BUDGET_TRIALS) -> Budget | None:
+    """The highest rung of the scheduler (in its own count, epochs or training seconds) that at
+    least half of the trials with a value reached, and at least ``min_trials`` of them; else
+    (no rungs, or too few trials at the first) the highest such epoch. A pruned search is
+    then explained by all its trials, not by the few that finished. The one place that decides
+    where trials are compared: parallel coordinates ask for MIN_BUDGET_TRIALS, importances
+    for MIN_IMPORTANCE_TRIALS."""
     if search.rungs:
-        found = _highest_reached(search, search.time_attr, search.rungs)
+        found = _highest_reached(search, search.time_attr, search.rungs, min_trials)
         if found is not None:
             return found
     last_epochs = [t.rows[-1]["epoch"] for t in search.trials if t.rows]
-    return _highest_reached(search, "epoch", range(1, max(last_epochs, default=0) + 1))
+    return _highest_reached(search, "epoch", range(1, max(last_epochs, default=0) + 1), min_trials)
 
 
-def _highest_reached(search: SearchData, key: str, candidates: Iterable[float]) -> Budget | None:
+def importance_budget(search: SearchData) -> tuple[Budget | None, str]:
+    """Where importances are measured, or None and one line saying why there are none."""
+    budget = common_budget(search, MIN_IMPORTANCE_TRIALS)
+    if budget is not None:
+        return budget, ""
+    scored = [t for t in search.trials if t.rows]
+    why = (f"No importances: they need at least {MIN_IMPORTANCE_TRIALS} trials measured at one budget "
+           f"(with fewer, fANOVA ranks noise); ")
+    if not scored:
+        return None, why + "no trial has a value yet."
+    why += f"only {len(scored)} trial{'s' if len(scored) != 1 else ''} {'have' if len(scored) != 1 else 'has'} a value"
+    if search.rungs:
+        first = Budget(search.time_attr, search.rungs[0], 0)
+        reached = sum(first.value(t.rows, search.metric) is not None for t in scored)
+        why += f", {reached} of them reached the first rung ({first.name})"
+    return None, why + "."
+
+
+def _highest_reached(search: SearchData, key: str, candidates: Iterable[float], min_trials: int) -> Budget | None:
     reached = [t.rows[-1][key] for t in search.trials if t.rows]
-    need = max(MIN_BUDGET_TRIALS, math.ceil(len(reached) / 2))
+    need = max(min_trials, math.ceil(len(reached) / 2))
     found = None
     for at in sorted(candidates):
         count = sum(last >= at for last in reached)
         if count >= need:
             found = Budget(key, at, count)
     return found
+
+
+@dataclass(frozen=True)
+class ChoiceAtBudgets:
+    """One choice (or grid) parameter's values compared at equal training. At each budget (each
+    rung of the scheduler, then its max_t), every trial that reached it counts with its value
+    there, as the scheduler saw it; ``best`` is each value's best trial there (by the mode)."""
+
+    param: str
+    values: list[Any]  # the spec's values, in its order
+    budgets: list[Budget]  # where compared; ``trials``: how many trials (of any value) reached it
+    sampled: list[int]  # per value: how many trials it had
+    points: list[list[list[tuple[str, float]]]]  # [value][budget] -> (trial id, metric at the budget)
+    best: list[list[float | None]]  # [value][budget] -> the best of those points, None if none
+
+    def reached(self, index: int) -> bool:
+        """Whether any trial of value ``index`` reached any budget."""
+        return any(self.points[index])
+
+
+def equal_training_budgets(search: SearchData) -> list[Budget]:
+    """Where choices are compared at equal training: the scheduler's rungs and its end (max_t),
+    in its own count; a search without rungs, at fractions of its epoch budget (its trials all
+    count epochs the same way). ``trials`` is how many trials reached each."""
+    if search.rungs:
+        key, positions = search.time_attr, [*search.rungs, search.spec.max_t]
+    else:
+        epochs = search.spec.training.epochs
+        key, positions = "epoch", [max(1, round(epochs * f)) for f in NO_RUNG_FRACTIONS]
+    positions = sorted(set(positions))
+    return [Budget(key, at, sum(Budget(key, at, 0).value(t.rows, search.metric) is not None for t in search.trials))
+            for at in positions]
+
+
+def choice_params(search: SearchData) -> list[str]:
+    """The searched parameters with a list of values (choice or grid), in the spec's order."""
+    return [path for path, dist in search.spec.search.items() if isinstance(dist, (Choice, Grid))]
+
+
+def choice_at_budgets(search: SearchData, param: str, budgets: list[Budget] | None = None) -> ChoiceAtBudgets:
+    """Each value of ``param`` at each equal-training budget (see ChoiceAtBudgets)."""
+    budgets = equal_training_budgets(search) if budgets is None else budgets
+    values = list(search.spec.search[param].values)
+    keys = [optuna_scalar(v) for v in values]  # a list or mapping value compares as its JSON
+    objective = Objective(search.metric, search.mode)
+    points: list[list[list[tuple[str, float]]]] = [[[] for _ in budgets] for _ in values]
+    sampled = [0] * len(values)
+    for trial in search.trials:
+        if param not in trial.config or optuna_scalar(trial.config[param]) not in keys:
+            continue
+        index = keys.index(optuna_scalar(trial.config[param]))
+        sampled[index] += 1
+        for at, budget in enumerate(budgets):
+            value = budget.value(trial.rows, search.metric)
+            if value is not None:
+                points[index][at].append((trial.trial_id, float(value)))
+    best = [[None if not here else objective.best(here, key=lambda p: p[1])[1] for here in row] for row in points]
+    return ChoiceAtBudgets(param, values, budgets, sampled, points, best)
 
 
 def budget_study(search: SearchData, budget: Budget) -> optuna.Study:
@@ -100,35 +185,68 @@ def write_report(out_dir: Path) -> Path:
     budget = common_budget(search)
     # At a common budget when enough trials reached one; otherwise the final scores.
     study, label = (budget_study(search, budget), budget.label) if budget else (search.study, "final scores")
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same numbers in the chart and the file
-    write_importances(study, evaluator, budget, folder / IMPORTANCES_FILE)
-    charts = {
+    charts: dict[str, Any] = {
         "learning_curves": plots.learning_curves(search),
         "best_so_far": plots.best_so_far(search),
-        "parallel_coordinates": plots.parallel_coordinates(study, label),
-        "param_importances": plots.param_importances(study, evaluator, label),
     }
-    images = {}
+    captions: dict[str, str] = {}
+    budgets = equal_training_budgets(search)
+    unit = _unit(budgets[0].key) if budgets else ""
+    where = ("each rung of the scheduler and its end (max_t)" if search.rungs
+             else "a quarter, half and all of the epoch budget")
+    for param in choice_params(search):
+        name = f"{CHOICE_PREFIX}{param}"
+        charts[name] = plots.choice_at_budgets(choice_at_budgets(search, param, budgets), search.metric,
+                                               search.mode, f"{unit}: {where}")
+        captions[name] = (f"Each value of {param} compared at equal training: every trial's {search.metric} "
+                          f"when it first reached {where}, in {unit}, and a line through each value's best "
+                          f"there ({search.mode}).")
+    charts["parallel_coordinates"] = plots.parallel_coordinates(study, label)
+    importance_at, why_none = importance_budget(search)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same numbers in the chart and the file
+    if importance_at is not None:
+        importance_study = budget_study(search, importance_at)
+        write_importances(importance_study, evaluator, importance_at, folder / IMPORTANCES_FILE)
+        charts["param_importances"] = plots.param_importances(importance_study, evaluator, importance_at.label)
+    else:
+        write_importances(None, evaluator, None, folder / IMPORTANCES_FILE)
+        charts["param_importances"] = None
+        captions["param_importances"] = why_none
+    images: dict[str, Path | None] = {}
     for name, figure in charts.items():
-        images[name] = folder / f"{name}.png"
+        if figure is None:
+            images[name] = None
+            (folder / f"{_file_name(name)}.png").unlink(missing_ok=True)  # a chart from an earlier report says no more
+            continue
+        images[name] = folder / f"{_file_name(name)}.png"
         figure.savefig(images[name], dpi=90, bbox_inches="tight")  # Optuna's long parameter names
         plots.close(figure)
     header, rows = trial_table(search)
     with (folder / CSV_FILE).open("w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
-    (folder / HTML_FILE).write_text(render_html(search, images, header, rows, best_trial_figures(search)))
+    (folder / HTML_FILE).write_text(render_html(search, images, header, rows, best_trial_figures(search),
+                                                captions=captions))
     return folder
 
 
-def write_importances(study: optuna.Study, evaluator: Any, budget: Budget | None, path: Path) -> None:
-    """importances.csv: hyperparameter, importance, budget (where the trials were compared, or 'final')."""
-    scored = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    importances = optuna.importance.get_param_importances(study, evaluator=evaluator) if len(scored) >= 2 else {}
+def _unit(key: str) -> str:
+    return "epochs" if key == "epoch" else "training seconds"
+
+
+def _file_name(chart: str) -> str:
+    """A chart's file name: a parameter's dotted path as it is, anything odd as '_'."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in chart)
+
+
+def write_importances(study: optuna.Study | None, evaluator: Any, budget: Budget | None, path: Path) -> None:
+    """importances.csv: hyperparameter, importance, budget (where the trials were compared);
+    the header alone when no budget has MIN_IMPORTANCE_TRIALS trials (see importance_budget)."""
+    importances = {} if study is None else optuna.importance.get_param_importances(study, evaluator=evaluator)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["hyperparameter", "importance", "budget"])
         for name, value in importances.items():
-            writer.writerow([name, value, budget.name if budget else "final"])
+            writer.writerow([name, value, budget.name])
 
 
 def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:

@@ -12,7 +12,8 @@ from typing import Any
 from trainables.results.search_data import SearchData
 
 CHART_TITLES = {
-    "learning_curves": "Learning curves (dotted: ASHA rungs; x: stopped early or failed)",
+    "learning_curves": "Learning curves (dotted: the scheduler's rungs; x: stopped early or failed; "
+                       "\u2016: paused at a rung)",
     "best_so_far": "Best value so far against wall time",
     "parallel_coordinates": "Hyperparameters against the metric, every trial at a common budget (named on the chart)",
     "param_importances": "Hyperparameter importance (Optuna, fANOVA) at that budget (also in importances.csv)",
@@ -27,11 +28,16 @@ th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; }
 tr.best td { background: #e8f4e8; font-weight: bold; }
 .meta { color: #555; font-size: 13px; }
 .figures img { max-width: 48%; vertical-align: top; margin: 4px; }
+.caption { color: #333; font-size: 13px; margin: 4px 0 8px; }
 """
+CHOICE_PREFIX = "choice_"  # a choice parameter's chart: "choice_<dotted path>"
 
 
-def render_html(search: SearchData, charts: dict[str, Path], header: list[str], rows: list[list[Any]],
-                best_figures: list[Path]) -> str:
+def render_html(search: SearchData, charts: dict[str, Path | None], header: list[str], rows: list[list[Any]],
+                best_figures: list[Path], captions: dict[str, str] | None = None) -> str:
+    """The page. A chart's caption (one sentence) goes under its title; a chart given as None
+    is one the report chose not to draw, and its caption says why."""
+    captions = captions or {}
     spec = search.spec
     state = "finished" if search.finished else "still running (or interrupted): statuses are provisional"
     parts = [
@@ -47,13 +53,23 @@ def render_html(search: SearchData, charts: dict[str, Path], header: list[str], 
         parts.append("<p class='meta'>Best model on the held-out test split (selection used validation only): "
                      + ", ".join(f"<b>{_e(k)}</b> {v:.4g}" for k, v in search.best_test.items()) + ".</p>")
     for name, path in charts.items():
-        parts += [f"<h2>{_e(CHART_TITLES.get(name, name))}</h2>", _img(path, name)]
+        parts.append(f"<h2>{_e(chart_title(name))}</h2>")
+        if name in captions:
+            parts.append(f"<p class='caption'>{_e(captions[name])}</p>")
+        if path is not None:
+            parts.append(_img(path, name))
     parts += ["<h2>Trials, best first (also in trials.csv)</h2>", _table(header, rows, search.best_trial_id)]
     if best_figures:
         parts += [f"<h2>Validation figures of the best trial ({_e(search.best_trial_id or '')})</h2>",
                   "<div class='figures'>", *(_img(p, p.stem) for p in best_figures), "</div>"]
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
+
+
+def chart_title(name: str) -> str:
+    if name.startswith(CHOICE_PREFIX):
+        return f"{name[len(CHOICE_PREFIX):]}: each value at equal training"
+    return CHART_TITLES.get(name, name)
 
 
 def _img(path: Path, alt: str) -> str:

@@ -6,7 +6,6 @@ Optuna study. Files only, so it reads a live search as well as an ended one.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,17 +72,10 @@ class SearchData:
 
     @property
     def rungs(self) -> list[float]:
-        return asha_rungs(self.spec)
+        """Where the search's scheduler compares trials, as its kind defines them."""
+        from trainables.search.schedulers import scheduler_rungs
 
-
-def asha_rungs(spec: SearchSpec) -> list[float]:
-    """The milestones where ASHA compares trials, computed as Ray's ASHAScheduler does (one
-    bracket): grace_period * reduction_factor**k below max_t."""
-    if spec.scheduler.type != "asha":
-        return []
-    grace, factor = spec.scheduler.grace_period, spec.scheduler.reduction_factor
-    count = int(math.log(spec.max_t / grace) / math.log(factor) + 1)
-    return [grace * factor**k for k in range(count)]
+        return scheduler_rungs(self.spec)
 
 
 def gather(out_dir: Path) -> SearchData:

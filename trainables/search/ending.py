@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.results.record import (
+    BY_SCHEDULER,
     BY_TIME_LIMIT,
     SEARCH_FINISHED,
     SEARCH_INTERRUPTED,
@@ -38,15 +39,19 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
         record.close(SEARCH_INTERRUPTED)
         path = write_summary(record, spec.experiment, None, tracker.info())
         echo(print_trials(record, spec, seconds, path, None))
-        echo(f"Interrupted: {len(record.unfinished())} unfinished trial(s) keep their last completed epoch. "
+        echo(f"Interrupted: {len(record.unfinished())} unfinished trial(s) keep their last completed epoch "
+             f"({sum(1 for t in record.trials.values() if t.paused)} of them paused at a rung). "
              f"Run the same command again to continue the search.")
         return json.loads(path.read_text())
 
     from trainables.trial.checkpoints import slim_checkpoint, write_model_evaluation
     from trainables.trial.figures import write_best_figures
 
-    for trial in record.unfinished():  # the search's time limit ended them
-        record.end_trial(trial.trial_id, STOPPED, BY_TIME_LIMIT)
+    for trial in record.unfinished():
+        if trial.paused:  # never promoted: stopped where the scheduler paused it
+            record.end_trial(trial.trial_id, STOPPED, BY_SCHEDULER, rung=trial.rung)
+        else:  # the search's time limit ended it
+            record.end_trial(trial.trial_id, STOPPED, BY_TIME_LIMIT)
     record.prune(spec.budget.keep_checkpoints)
     for trial in record.trials.values():  # kept for loading and fine-tuning, never to train on
         for folder in trial.checkpoints.values():

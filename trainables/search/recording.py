@@ -16,7 +16,7 @@ from trainables.results.record import (
     SearchRecord,
     checkpoint_relpath,
 )
-from trainables.search.searcher import RecordedASHA
+from trainables.search.schedulers import PolicyScheduler
 
 # What Tune adds to every result; the record keeps what the loop reported.
 _TUNE_KEYS = {*AUTO_RESULT_KEYS, "trial_id", "experiment_tag", "done", "checkpoint_dir_name", "should_checkpoint",
@@ -26,7 +26,7 @@ _TUNE_KEYS = {*AUTO_RESULT_KEYS, "trial_id", "experiment_tag", "done", "checkpoi
 class RecordKeeper(Callback):
     """Tune's events -> the record: each epoch as it is reported, each end with its cause."""
 
-    def __init__(self, record: SearchRecord, scheduler: Any) -> None:
+    def __init__(self, record: SearchRecord, scheduler: PolicyScheduler) -> None:
         self.record = record
         self.scheduler = scheduler
 
@@ -43,13 +43,18 @@ class RecordKeeper(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
+        policy = self.scheduler.policy
         if last.get("failed"):  # a non-finite loss: the loop ended the trial
+            policy.on_end(trial.trial_id)
             self.record.end_trial(trial.trial_id, FAILED, last.get("stop_reason") or "failed")
-        elif last.get("finished"):
+        elif last.get("finished") or last.get(policy.time_key, 0) >= policy.max_t:
+            # Its epochs, or the scheduler's max_t in training seconds: the trial's full budget.
+            policy.on_end(trial.trial_id)
             self.record.end_trial(trial.trial_id, FINISHED, last.get("stop_reason") or "budget")
+        elif trial.trial_id in self.scheduler.pauses:
+            self.record.pause_trial(trial.trial_id, self.scheduler.pauses.pop(trial.trial_id))
         else:
-            rung = self.scheduler.stops.get(trial.trial_id) if isinstance(self.scheduler, RecordedASHA) else None
-            self.record.end_trial(trial.trial_id, STOPPED, BY_SCHEDULER, rung=rung)
+            self.record.end_trial(trial.trial_id, STOPPED, BY_SCHEDULER, rung=policy.rung_of(trial.trial_id))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.record.add_failure(trial.trial_id, error_line(trial))

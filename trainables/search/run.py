@@ -75,19 +75,14 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from trainables.objective import Objective
     from trainables.outputs import SPEC_FILE, TUNE_DIR, study_storage_url
     from trainables.results.record import SearchRecord
     from trainables.search.cluster import autoscaler_max_resources, connect
     from trainables.search.console import progress_reporter, ray_banner
     from trainables.search.metrics import SearchMetrics
     from trainables.search.recording import RecordKeeper
-    from trainables.search.searcher import (
-        RecordSearchGenerator,
-        StudySearcher,
-        build_scheduler,
-        total_trials,
-    )
+    from trainables.search.schedulers import build_scheduler
+    from trainables.search.searcher import RecordSearchGenerator, StudySearcher, total_trials
     from trainables.spec.resources import placement_for, plan_concurrency
     from trainables.tracking.runs import (
         SEARCH_KEY,
@@ -97,7 +92,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     )
     from trainables.trial.trainable import make_trainable
 
-    record = SearchRecord(out_dir, Objective(spec.metric, spec.mode))
+    record = SearchRecord(out_dir, spec.objective)
     dashboard_url, started_here = connect(options.address)
     try:
         cluster = ray.cluster_resources()
@@ -120,25 +115,31 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
 
         if record.trials:
             ended = sum(1 for t in record.trials.values() if t.ended)
+            paused = sum(1 for t in record.trials.values() if t.paused)
             echo(f"Resuming the search in {out_dir}: {ended} ended trials are kept, "
-                 f"{len(record.unfinished())} unfinished continue from their last completed epoch.")
+                 f"{len(record.to_continue())} unfinished continue from their last completed epoch"
+                 + (f", {paused} paused wait for promotion." if paused else "."))
         record.open_for_writing()
-        searcher = StudySearcher(spec, out_dir, record)
+        limit = spec.budget.time_limit_minutes
+        stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()))
         scheduler = build_scheduler(spec, record)
+        searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left)
         trial_runs = tracker.trial_runs(record)
         metrics = SearchMetrics(record, spec.experiment)
         for listener in (searcher.projection, trial_runs, metrics):
             record.add_listener(listener)
-        limit = spec.budget.time_limit_minutes
-        stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()))
-        to_issue = total_trials(spec) - sum(1 for t in record.trials.values() if t.ended)
+        # Tune counts samples: a promoted trial is issued again, so allow every trial once per
+        # rung and the end; the searcher says when the search has nothing left to issue.
+        ended = sum(1 for t in record.trials.values() if t.ended)
+        to_issue = total_trials(spec) - ended
+        samples = max(to_issue, 1) * (len(scheduler.policy.rungs()) + 1)
         trainable = tune.with_resources(make_trainable(spec, gpus, out_dir), placement_for(spec, gpus))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=RecordSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=concurrency)),
                 scheduler=scheduler,
-                num_samples=max(to_issue, 1),
+                num_samples=samples,
                 # A one-worker trial runs in the trial actor; reusing it saves 1.5-3 s per trial.
                 reuse_actors=True,
                 trial_name_creator=lambda trial: trial.trial_id,
@@ -185,6 +186,9 @@ class SearchStop(Stopper):
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
     def stop_all(self) -> bool:
         return self.interrupted or (self.deadline is not None and time.monotonic() >= self.deadline)

@@ -1,21 +1,17 @@
-"""The searcher and the scheduler, both restored from the search's record on resume.
+"""The searcher, restored from the search's record on resume.
 
-Every searcher type asks one Optuna study (``optuna.db`` in the output folder, or a database
-URL), so optuna-dashboard shows any search live: TPE for ``optuna``, Optuna's random sampler
-for ``random``, and for grid values (``searcher.type: grid``, ``grid`` entries, an experiment
-matrix) each grid point is enqueued in order and the other values are sampled. The study is
-a projection of the record: every epoch a trial reports becomes an intermediate value at its
-epoch (the last one included), a trial ASHA stopped is told PRUNED after its last value, a
-finished one COMPLETE with its best epoch's value, a failed one FAIL. (Ray's OptunaSearch
-drops the last epoch of a stopped trial and tells it COMPLETE with that low-fidelity value.)
+Every searcher type writes one Optuna study (``optuna.db`` in the output folder, or a database
+URL), so optuna-dashboard shows any search live. The study is a projection of the record:
+every epoch a trial reports becomes an intermediate value at its epoch, a trial stopped early
+(or still paused when the search ended) is told PRUNED after its last value, a finished one
+COMPLETE with its best epoch's value, a failed one FAIL. (Ray's OptunaSearch drops the last
+epoch of a stopped trial and tells it COMPLETE with that low-fidelity value.)
 
-The sampler is seeded per trial (the spec's seed plus the trial's number), so a continued
-search samples what the uninterrupted one would have, given the same history; unfinished
-trials of the record are issued again first, under their own ids and configurations.
-
-ASHA's rungs are rebuilt from the record's epochs before the first trial (Tune does not
-restore a scheduler's state; ray issue 30838), and each stop decision is noted with its rung
-for the record.
+Configurations are sampled on a view of the record (trainables/search/sampling.py: TPE for
+``optuna``, random for ``random``; grid points, from ``searcher.type: grid``, ``grid`` entries
+or an experiment matrix, are given in order and the other values sampled) and then written to
+the study. Unfinished trials of the record are issued again first, under their own ids and
+configurations; paused trials are issued again when the scheduler promotes them.
 """
 
 from __future__ import annotations
@@ -24,26 +20,30 @@ import itertools
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher, SearchGenerator
 
-from trainables.objective import Objective
 from trainables.outputs import study_storage_url
 from trainables.results.record import (
+    FAILED,
     FINISHED,
+    RUNNING,
     STOPPED,
-    TIME_ATTRS,
     RecordListener,
     SearchRecord,
     TrialRecord,
 )
-from trainables.spec.distributions import Grid, optuna_scalar
+from trainables.search.costs import TrialCosts
+from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, trial_seed, values_at_rungs
+from trainables.search.schedulers.base import RungPolicy, recorded_results
+from trainables.spec.distributions import Choice, Grid, optuna_scalar
 from trainables.spec.schema import SearchSpec
 
 
@@ -61,7 +61,7 @@ def open_study(spec: SearchSpec, out_dir: Path) -> optuna.Study:
     # SQLite: wait for a reader (the dashboard) rather than fail with "database is locked".
     engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
     return optuna.create_study(storage=_study_storage(url, engine_kwargs), study_name=spec.experiment,
-                               direction=Objective(spec.metric, spec.mode).optuna_direction, load_if_exists=True)
+                               direction=spec.objective.optuna_direction, load_if_exists=True)
 
 
 def _study_storage(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
@@ -89,36 +89,52 @@ def total_trials(spec: SearchSpec) -> int:
 
 
 class StudySearcher(_DriverOnly, Searcher):
-    """Tune's searcher: unfinished trials of the record first, then new ones from the study."""
+    """Tune's searcher. When a slot is free it issues, in this order: an unfinished trial of
+    the record (a continued search), a paused trial the scheduler promotes, a new
+    configuration. Nothing is issued that cannot reach its next rung before the time limit
+    (its cost measured from the record, trainables/search/costs.py)."""
 
-    def __init__(self, spec: SearchSpec, out_dir: Path, record: SearchRecord) -> None:
-        objective = Objective(spec.metric, spec.mode)
+    def __init__(self, spec: SearchSpec, out_dir: Path, record: SearchRecord, policy: RungPolicy,
+                 seconds_left: Callable[[], float | None] = lambda: None) -> None:
+        objective = spec.objective
         super().__init__(metric=objective.metric, mode=objective.mode)
         self.spec = spec
         self.record = record
+        self.policy = policy
+        self.seconds_left = seconds_left
+        self.costs = TrialCosts(spec, record)
         self.study = open_study(spec, out_dir)
+        self.study.sampler = optuna.samplers.RandomSampler()  # every value is enqueued: it samples nothing
         self.projection = StudyProjection(self.study, record)
         self._points = grid_points(spec)
         self._total = total_trials(spec)
         self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
-        self._again = [t.trial_id for t in record.unfinished()]
+        self._again = [t.trial_id for t in record.to_continue()]
+        self._refused = 0  # samples not started for want of time (each reseeds the next)
+        self._no_new = False  # no new configuration can reach its first rung in the time left
 
     def next_trial_id(self) -> str:
-        return self._again[0] if self._again else Trial.generate_id()
+        if self._again:
+            return self._again[0]
+        promoted = self._promotion()
+        return promoted or Trial.generate_id()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._again and trial_id == self._again[0]:
             return dict(self.record.add_trial(self._again.pop(0), {}).config)  # issued again, as it was
+        if trial_id in self.record.trials:  # a paused trial promoted (next_trial_id chose it)
+            self.policy.promote(trial_id)
+            self.record.promote_trial(trial_id)
+            return dict(self.record.add_trial(trial_id, {}).config)
         issued = len(self.record.trials)
-        if issued >= self._total:
-            return Searcher.FINISHED
-        self.projection.flush()  # the sampler sees every result told so far
-        self.study.sampler = self._sampler(issued)
-        point = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
-        if point:
-            self.study.enqueue_trial(point, skip_if_exists=False)
+        if issued >= self._total or self._no_new:
+            return self._wait_or_finish()
+        config = self._new_config(issued)
+        if config is None:
+            return None
+        self.projection.flush()  # the persisted study numbers trials in the record's order
+        self.study.enqueue_trial({p: optuna_scalar(config[p]) for p in self._space}, skip_if_exists=False)
         asked = self.study.ask(self._space)
-        config = self._config(asked.params)
         self.record.add_trial(trial_id, config, study_number=asked.number)
         return config
 
@@ -128,14 +144,88 @@ class StudySearcher(_DriverOnly, Searcher):
     def save(self, checkpoint_path: str) -> None:
         """Nothing: the record is the search's state (Tune would otherwise warn that it cannot save)."""
 
-    def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
-        seed = self.spec.searcher.seed + number
-        if self.spec.searcher.type == "optuna":
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.spec.searcher.startup_trials)
-        return optuna.samplers.RandomSampler(seed=seed)
+    # ----- promotions -----
+    def _promotion(self) -> str | None:
+        """The first promotion candidate that can reach its next rung in the time left."""
+        new_left = len(self.record.trials) < self._total and not self._no_new
+        for trial_id in self.policy.candidates(new_trials_left=new_left):
+            trial = self.record.trials[trial_id]
+            done = max(m[self.policy.time_key] for m in trial.epochs.values() if self.policy.time_key in m)
+            target = min([r for r in self.policy.rungs() if r > done] or [self.policy.max_t])
+            if self._fits(trial.config, done, target):
+                return trial_id
+        return None
 
-    def _config(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
+    def _wait_or_finish(self) -> dict[str, Any] | str | None:
+        """No new configuration: wait while a trial runs (it may pause and free a promotion),
+        finish when none runs and none can be promoted."""
+        running = any(t.status == RUNNING for t in self.record.trials.values() if t.trial_id not in self._again)
+        if running or self._again:
+            return None
+        return Searcher.FINISHED
+
+    # ----- new configurations -----
+    def _new_config(self, issued: int) -> dict[str, Any] | None:
+        number = issued + self._refused
+        searcher = self.spec.searcher
+        fixed = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
+        if searcher.type == "optuna" and issued < searcher.startup_trials:
+            fixed = {**self._startup_point(issued), **fixed}
+        params = sample(self._view(), self._space,
+                        new_sampler(searcher.type, searcher.seed, number, searcher.startup_trials), fixed)
+        config = {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
+        first = (self.policy.rungs() or [1 if self.policy.time_key == "epoch" else 0])[0]
+        if self._fits(config, 0, first):
+            return config
+        self._refused += 1
+        if self._refused >= MAX_REFUSED or not self._fits(self._cheapest(config), 0, first):
+            self._no_new = True  # even the cheapest configuration would be cut off: issue no more
+        return None
+
+    def _startup_point(self, issued: int) -> dict[str, Any]:
+        """TPE's random start-up covers each value of every choice once before any repeats
+        (in a seeded order), so a question like "which size?" is measured for every answer."""
+        point = {}
+        for path, dist in self.spec.search.items():
+            if isinstance(dist, Choice):
+                order = list(dist.values)
+                np.random.default_rng(trial_seed(self.spec.searcher.seed, 10**9 + len(point))).shuffle(order)
+                point[path] = optuna_scalar(order[issued % len(order)])
+        return point
+
+    def _cheapest(self, config: dict[str, Any]) -> dict[str, Any]:
+        path = self.costs.group_path
+        dist = self.spec.search.get(path) if path else None
+        if dist is None:
+            return config
+        costs = {v: self.costs.epoch_seconds({path: v}) for v in dist.values}
+        known = [v for v, c in costs.items() if c is not None]
+        return {**config, path: min(known, key=costs.get)} if known else config
+
+    def _fits(self, config: dict[str, Any], done: float, target: float) -> bool:
+        left = self.seconds_left()
+        if left is None:
+            return True
+        needed = self.costs.seconds_to(config, done, target, self.policy.time_key)
+        return needed is None or needed <= left
+
+    def _view(self) -> optuna.Study:
+        """What the sampler learns from (trainables/search/sampling.py)."""
+        rungs, metric = self.policy.rungs(), self.spec.metric
+        observations = []
+        for trial in self.record.trials.values():
+            if trial.status == RUNNING or trial.status == FAILED:
+                continue
+            observations.append(Observation(
+                params={p: optuna_scalar(trial.config[p]) for p in self._space if p in trial.config},
+                complete=trial.status == FINISHED, value=trial.best_value(self.record.objective),
+                rung_values=values_at_rungs(recorded_results(trial, self.policy.time_key, metric), rungs)))
+        return sampler_view(self._space, self.spec.objective.optuna_direction, observations, self.policy.trusted)
+
+
+# A sampled configuration that cannot reach its first rung before the time limit is not
+# started; after this many, no new configuration is sampled (the cheapest ones do not fit either).
+MAX_REFUSED = 3
 
 
 class StudyProjection(RecordListener):
@@ -225,8 +315,10 @@ class RecordSearchGenerator(_DriverOnly, SearchGenerator):
     def create_trial_if_possible(self, experiment_spec: dict[str, Any]) -> Trial | None:
         from ray.tune.experiment.config_parser import _create_trial_from_spec
 
-        trial_id = self.searcher.searcher.next_trial_id() if hasattr(self.searcher, "searcher") \
-            else self.searcher.next_trial_id()
+        limiter = self.searcher
+        if len(limiter.live_trials) >= limiter.max_concurrent:
+            return None  # no slot: Tune asks again after the next trial ends (asking costs a promotion check)
+        trial_id = limiter.searcher.next_trial_id()
         config = self.searcher.suggest(trial_id)
         if config == Searcher.FINISHED:
             self._finished = True
@@ -237,49 +329,3 @@ class RecordSearchGenerator(_DriverOnly, SearchGenerator):
         self._counter += 1
         return _create_trial_from_spec(spec, self._parser, evaluated_params=dict(config),
                                        experiment_tag=str(self._counter), trial_id=trial_id)
-
-
-class RecordedASHA(_DriverOnly, ASHAScheduler):
-    """ASHA whose rungs start from the record, and which notes the rung of each stop."""
-
-    def __init__(self, spec: SearchSpec, record: SearchRecord) -> None:
-        objective = Objective(spec.metric, spec.mode)
-        super().__init__(time_attr=TIME_ATTRS[spec.scheduler.time_attr], metric=objective.metric,
-                         mode=objective.mode, max_t=spec.max_t, grace_period=spec.scheduler.grace_period,
-                         reduction_factor=spec.scheduler.reduction_factor)
-        self.stops: dict[str, int] = {}  # trial id -> the rung it was stopped at
-        for trial in sorted(record.trials.values(), key=lambda t: t.number):
-            self._replay(trial)
-
-    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
-        action = super().on_trial_result(tune_controller, trial, result)
-        if action == TrialScheduler.STOP and not result.get("finished") and self._time_attr in result:
-            done = result[self._time_attr]
-            rung = max((m for m, _ in self._brackets[0]._rungs if m <= done), default=done)
-            self.stops[trial.trial_id] = int(rung) if float(rung).is_integer() else rung
-        return action
-
-    def _replay(self, trial: TrialRecord) -> None:
-        """Feed one recorded trial's epochs to the bracket as Tune fed them live: each result
-        below max_t, then its last result again when it ended (on_trial_complete)."""
-        bracket, stand_in = self._brackets[0], _StandIn(trial.trial_id)
-        results = [(m[self._time_attr], m.get(self._metric)) for _, m in sorted(trial.epochs.items())
-                   if self._time_attr in m]
-        for done, value in results:
-            if done < self._max_t and value is not None:
-                bracket.on_result(stand_in, done, self._metric_op * value)
-        if results and trial.status in (FINISHED, STOPPED) and results[-1][1] is not None:
-            bracket.on_result(stand_in, results[-1][0], self._metric_op * results[-1][1])
-
-
-class _StandIn:
-    """What a bracket needs of a trial: its id."""
-
-    def __init__(self, trial_id: str) -> None:
-        self.trial_id = trial_id
-
-
-def build_scheduler(spec: SearchSpec, record: SearchRecord) -> TrialScheduler:
-    if spec.scheduler.type == "none":
-        return FIFOScheduler()
-    return RecordedASHA(spec, record)

@@ -16,7 +16,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -27,7 +26,10 @@ from pydantic import (
 )
 
 from data import DATA_KINDS, DataConfig, HyperspectralDataConfig
+from trainables.objective import Objective
 from trainables.spec.distributions import DISTRIBUTION_TYPES, Choice, Distribution, Grid
+from trainables.spec.schedulers import SchedulerSpec, default_scheduler
+from trainables.spec.section import Section
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # trainables/spec/schema.py -> the project
 SEARCH_SPACES_DIR = PROJECT_ROOT / "search_spaces"
@@ -40,10 +42,7 @@ class SpecError(ValueError):
     """A bad spec: the message is one line naming the file, the key path and the expectation."""
 
 
-class _Section(BaseModel):
-    # strict: YAML has already typed every value, so `true` where a number is expected (or
-    # "3" where an int is) is a mistake to name, not to convert (lax pydantic reads true as 1).
-    model_config = ConfigDict(extra="forbid", strict=True)
+_Section = Section
 
 
 class ModelSpec(_Section):
@@ -78,14 +77,6 @@ class SearcherSpec(_Section):
     # Where the Optuna study lives (optuna only): null = optuna.db in the output folder; a
     # database URL (postgresql://...) on a cluster. optuna-dashboard reads it live.
     storage: str | None = None
-
-
-class SchedulerSpec(_Section):
-    type: Literal["asha", "none"] = "asha"
-    time_attr: Literal["training_iteration", "time_total_s"] = "training_iteration"  # epochs or seconds
-    grace_period: PositiveInt = 1  # no trial is stopped before this much time_attr
-    reduction_factor: float = Field(default=2.0, gt=1.0)  # keep 1/reduction_factor at each rung
-    max_t: PositiveInt | None = None  # defaults to training.epochs
 
 
 class BudgetSpec(_Section):
@@ -140,7 +131,7 @@ class SearchSpec(_Section):
     # this spec; each named experiment runs as one trial (budget.trials times).
     experiments: dict[str, dict[str, Any]] = {}
     searcher: SearcherSpec = SearcherSpec()
-    scheduler: SchedulerSpec = SchedulerSpec()
+    scheduler: SchedulerSpec = Field(default_factory=default_scheduler)
     budget: BudgetSpec = BudgetSpec()
     resources: ResourcesSpec = ResourcesSpec()
     registry: RegistrySpec = RegistrySpec()
@@ -160,7 +151,13 @@ class SearchSpec(_Section):
 
     @property
     def max_t(self) -> int:
-        return self.scheduler.max_t or self.training.epochs
+        """Where the scheduler ends a trial, in its own count (training.epochs by default)."""
+        return getattr(self.scheduler, "max_t", None) or self.training.epochs
+
+    @property
+    def objective(self) -> Objective:
+        """What "better" means for this search: its metric and mode."""
+        return Objective(self.metric, self.mode)
 
     @property
     def registered_model(self) -> str:
@@ -236,7 +233,7 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     _check_search(spec, raw, where)
     _check_experiments(spec, raw, where)
     _check_resources(spec, where)
-    if spec.scheduler.type == "asha" and spec.scheduler.grace_period > spec.max_t:
+    if getattr(spec.scheduler, "grace_period", 0) > spec.max_t:
         raise SpecError(f"{where}: scheduler.grace_period: must be <= scheduler.max_t "
                         f"(training.epochs by default) = {spec.max_t} (got {spec.scheduler.grace_period})")
     if getattr(spec.data, "path", None) is not None and not Path(spec.data.path).expanduser().exists():

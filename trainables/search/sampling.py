@@ -1,0 +1,95 @@
+"""How a configuration is sampled: a seeded sampler per trial, asked on a view of the search
+built from the record (no Ray here; bench/replay.py samples through the same functions).
+
+Seeds. Trial n's sampler is seeded from (search seed, n) through numpy's ``SeedSequence``, a
+proper mixer: two search seeds share no configuration (``seed + n`` made seed 2 replay seed 1
+shifted by one trial), and a continued search samples what the uninterrupted one would have,
+given the same history.
+
+The view. TPE learns from an in-memory study rebuilt from the record before each sample, not
+from the persisted one (which optuna-dashboard reads): there a trial paused at a rung is
+still running, and TPE would not see it until the search ends. In the view a finished trial is
+COMPLETE with its best value; a trial stopped or paused is PRUNED with its values at the
+rungs it reached, keyed by the rung's index, so TPE ranks it by (rungs reached, value there),
+at equal training whatever its cost per epoch. A trial whose highest rung the scheduler no
+longer trusts is left out: a ranking that does not hold teaches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+
+from trainables.objective import is_number
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def trial_seed(search_seed: int, number: int) -> int:
+    """The sampler seed of the search's trial ``number``."""
+    return int(np.random.SeedSequence([search_seed % 2**63, number]).generate_state(1)[0])
+
+
+def new_sampler(kind: str, search_seed: int, number: int, startup_trials: int) -> optuna.samplers.BaseSampler:
+    """``optuna``: TPE after ``startup_trials`` random ones; ``random`` (and grid's free values): random."""
+    seed = trial_seed(search_seed, number)
+    if kind == "optuna":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+@dataclass
+class Observation:
+    """What the sampler may learn from one trial."""
+
+    params: dict[str, Any]  # Optuna's values of the searched paths
+    complete: bool  # finished its budget (value = its best); otherwise stopped or paused at a rung
+    value: float | None
+    rung_values: dict[int, float]  # rung index -> the value when it reached that rung
+
+
+def values_at_rungs(results: Iterable[tuple[float, float | None]], rungs: Sequence[float]) -> dict[int, float]:
+    """Rung index -> the value of the first result at or past that rung (results in order)."""
+    found: dict[int, float] = {}
+    for t, value in results:
+        if not is_number(value):
+            continue
+        for k, rung in enumerate(rungs):
+            if t >= rung and k not in found:
+                found[k] = float(value)
+    return found
+
+
+def sampler_view(space: dict[str, optuna.distributions.BaseDistribution], direction: str,
+                 observations: Iterable[Observation], trusted: Callable[[int], bool] = lambda k: True) -> optuna.Study:
+    """An in-memory study of the observations the sampler may learn from (see the module)."""
+    study = optuna.create_study(direction=direction)
+    trials = []
+    for seen in observations:
+        params = {p: v for p, v in seen.params.items() if p in space}
+        distributions = {p: space[p] for p in params}
+        if seen.complete and is_number(seen.value):
+            trials.append(optuna.trial.create_trial(params=params, distributions=distributions, value=seen.value))
+        elif seen.rung_values and trusted(max(seen.rung_values)):
+            trials.append(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                    state=optuna.trial.TrialState.PRUNED,
+                                                    intermediate_values=dict(seen.rung_values)))
+    study.add_trials(trials)
+    return study
+
+
+def sample(view: optuna.Study, space: dict[str, optuna.distributions.BaseDistribution],
+           sampler: optuna.samplers.BaseSampler, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One configuration (Optuna's values) from ``sampler`` on ``view``; ``fixed`` values (a grid
+    point) are taken as given and the rest sampled."""
+    view.sampler = sampler
+    if fixed:
+        view.enqueue_trial(fixed, skip_if_exists=False)
+    trial = view.ask(space)
+    params = dict(trial.params)
+    view.tell(trial, state=optuna.trial.TrialState.FAIL)  # the view is rebuilt before the next sample
+    return params

@@ -1,0 +1,64 @@
+"""The ``scheduler:`` section: one typed section per kind, told apart by ``type``.
+
+What each kind does lives in ``trainables/search/schedulers/<kind>.py``; this module only
+says what a spec may write (no Ray here). Every kind counts training the same way
+(``time_attr``): epochs, or the seconds a trial has trained over all its attempts.
+
+- ``promotion``: promotion-type ASHA (Li et al. 2020). A trial pauses at each rung and
+  continues only when it is in the top 1/reduction_factor of at least reduction_factor
+  entries there; a rung whose ranking does not predict the later ones stops pausing.
+- ``asha``: Ray's stopping-type ASHA (its first arrival at a rung always goes on).
+- ``hyperband``: Ray's asynchronous Hyperband, ASHA over several brackets.
+- ``none``: every trial trains its full budget.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, PositiveInt
+
+from trainables.spec.section import Section
+
+TimeAttr = Literal["training_iteration", "time_total_s"]
+
+
+class NoScheduler(Section):
+    type: Literal["none"]
+    # What the report's curves are drawn against: epochs or training seconds.
+    time_attr: TimeAttr = "training_iteration"
+
+
+class _Rungs(Section):
+    time_attr: TimeAttr = "training_iteration"  # epochs, or the trial's training seconds
+    grace_period: PositiveInt = 1  # the first rung: no trial is judged before this much time_attr
+    reduction_factor: float = Field(default=3.0, gt=1.0)  # 1/reduction_factor go on at each rung
+    max_t: PositiveInt | None = None  # where a trial ends, in time_attr; training.epochs by default
+
+
+class AshaScheduler(_Rungs):
+    type: Literal["asha"]
+
+
+class HyperbandScheduler(_Rungs):
+    type: Literal["hyperband"]
+    brackets: PositiveInt = 3  # bracket b has its first rung at grace_period * reduction_factor**b
+
+
+class PromotionScheduler(_Rungs):
+    type: Literal["promotion"]
+    # A rung is trusted while the Spearman correlation of its values with those of the
+    # highest later rung, over the trials that reached both, is at least this; once
+    # `trust_pairs` trials allow the check and it fails, trials no longer pause there.
+    trust_correlation: float = Field(default=0.3, ge=-1.0, le=1.0)
+    trust_pairs: PositiveInt = 5
+
+
+SchedulerSpec = Annotated[Union[PromotionScheduler, AshaScheduler, HyperbandScheduler, NoScheduler],
+                          Field(discriminator="type")]
+SCHEDULER_TYPES = ("promotion", "asha", "hyperband", "none")
+
+
+def default_scheduler() -> PromotionScheduler:
+    """A spec without ``scheduler:`` pauses and promotes (chosen by bench/replay.py)."""
+    return PromotionScheduler(type="promotion")
