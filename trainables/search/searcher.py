@@ -16,6 +16,7 @@ configurations; paused trials are issued again when the scheduler promotes them.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import queue
 import threading
@@ -111,6 +112,7 @@ class StudySearcher(_DriverOnly, Searcher):
         self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
         self._again = [t.trial_id for t in record.to_continue()]
         self._refused = 0  # samples not started for want of time (each reseeds the next)
+        self._refusals_in_a_row = 0
         self._no_new = False  # no new configuration can reach its first rung in the time left
 
     def next_trial_id(self) -> str:
@@ -166,19 +168,22 @@ class StudySearcher(_DriverOnly, Searcher):
 
     # ----- new configurations -----
     def _new_config(self, issued: int) -> dict[str, Any] | None:
+        # A refused sample moves the seed (and the start-up design) on, so the next differs.
         number = issued + self._refused
         searcher = self.spec.searcher
         fixed = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
         if searcher.type == "optuna" and issued < searcher.startup_trials:
-            fixed = {**self._startup_point(issued), **fixed}
+            fixed = {**self._startup_point(number), **fixed}
         params = sample(self._view(), self._space,
                         new_sampler(searcher.type, searcher.seed, number, searcher.startup_trials), fixed)
         config = {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
         first = (self.policy.rungs() or [1 if self.policy.time_key == "epoch" else 0])[0]
         if self._fits(config, 0, first):
+            self._refusals_in_a_row = 0
             return config
         self._refused += 1
-        if self._refused >= MAX_REFUSED or not self._fits(self._cheapest(config), 0, first):
+        self._refusals_in_a_row += 1
+        if self._refusals_in_a_row >= MAX_REFUSED or not self._fits(self._cheapest(config), 0, first):
             self._no_new = True  # even the cheapest configuration would be cut off: issue no more
         return None
 
@@ -220,12 +225,15 @@ class StudySearcher(_DriverOnly, Searcher):
                 params={p: optuna_scalar(trial.config[p]) for p in self._space if p in trial.config},
                 complete=trial.status == FINISHED, value=trial.best_value(self.record.objective),
                 rung_values=values_at_rungs(recorded_results(trial, self.policy.time_key, metric), rungs)))
-        return sampler_view(self._space, self.spec.objective.optuna_direction, observations, self.policy.trusted)
+        # One trust check per rung per sample (each is a rank correlation over the rung).
+        return sampler_view(self._space, self.spec.objective.optuna_direction, observations,
+                            functools.cache(self.policy.trusted))
 
 
 # A sampled configuration that cannot reach its first rung before the time limit is not
-# started; after this many, no new configuration is sampled (the cheapest ones do not fit either).
-MAX_REFUSED = 3
+# started (nothing is written for it) and another is sampled; after this many in a row, no new
+# configuration is sampled. (Sooner when the cheapest measured one does not fit either.)
+MAX_REFUSED = 20
 
 
 class StudyProjection(RecordListener):
