@@ -16,7 +16,7 @@ exactly as the live search asks it (trainables/search/searcher.py and recording.
   whatever ``on_result`` answered there, as ``PolicyScheduler`` and ``RecordKeeper`` do).
 - a new configuration is sampled as ``StudySearcher._new_config`` samples it: the sampler of
   ``new_sampler(kind, seed, number, startup_trials)`` (number = trials issued + samples refused),
-  TPE's start-up points from ``StudySearcher._startup_point``, on ``sampler_view`` of every
+  TPE's start-up points from ``sampling.startup_point``, on ``sampler_view`` of every
   trial not running (finished: COMPLETE with its best value; stopped or paused: PRUNED with
   ``values_at_rungs`` of its results at ``policy.rungs()``; ``trusted=policy.trusted``). Random
   search samples on an empty view: ``RandomSampler`` reads no history, so the configurations are
@@ -86,10 +86,9 @@ from scipy.stats import ConstantInputWarning
 from bench import mfhartmann
 from bench.mnist1d_space import CALIBRATION_FILE, SPACE as MNIST1D_SPACE
 from trainables.objective import Objective
-from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, values_at_rungs
+from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, startup_point, values_at_rungs
 from trainables.search.schedulers import CONTINUE, PAUSE, POLICIES, STOP
-from trainables.search.searcher import StudySearcher
-from trainables.spec.distributions import Choice, Distribution, IntRange, LogUniform, Uniform
+from trainables.spec.distributions import Distribution, IntRange, LogUniform, Uniform
 from trainables.spec.schedulers import SchedulerSpec
 
 # The promotion policy's Spearman check meets tied values (MNIST-1D configurations that map to one
@@ -365,31 +364,6 @@ class Run:
         return self.corpus.objective.sign * (trial.curve[-1] - self.corpus.optimum)
 
 
-# Set when the service's StudySearcher._startup_point raised for a negative trial number
-# (``trial_seed(seed, -1 - k)``: SeedSequence takes no negative entropy) and the replay ran it
-# with negative numbers wrapped modulo 2**63 instead; the tables say so.
-STARTUP_SEED_WORKAROUND = False
-
-
-def startup_point(space: dict[str, Any], search_seed: int, issued: int) -> dict[str, Any]:
-    """TPE's start-up point for the issued-th trial: the live searcher's own method."""
-    global STARTUP_SEED_WORKAROUND
-    standin = SimpleNamespace(spec=SimpleNamespace(search=space, searcher=SimpleNamespace(seed=search_seed)))
-    if not STARTUP_SEED_WORKAROUND:
-        try:
-            return StudySearcher._startup_point(standin, issued)
-        except ValueError:
-            STARTUP_SEED_WORKAROUND = True
-    from trainables.search import sampling, searcher
-
-    original = searcher.trial_seed
-    searcher.trial_seed = lambda seed, number: sampling.trial_seed(seed, number % 2**63)
-    try:
-        return StudySearcher._startup_point(standin, issued)
-    finally:
-        searcher.trial_seed = original
-
-
 def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_000, log: bool = False) -> Run:
     """One search on the simulated clock (see the module docstring)."""
     cpu = time.process_time()
@@ -443,7 +417,7 @@ def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_00
         """StudySearcher._new_config."""
         issued = len(trials)
         number = issued + state.refused
-        fixed = startup_point(corpus.space, seed, issued) if (
+        fixed = startup_point(corpus.space, seed, number) if (
             sampler_kind == "optuna" and issued < method.startup_trials) else {}
         view = _view(corpus, policy, trials) if sampler_kind == "optuna" else \
             sampler_view(corpus.optuna_space, corpus.objective.optuna_direction, [])
@@ -789,9 +763,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         corpus = corpus_file(args.corpus_file) if args.corpus_file else CORPORA[args.corpus]()
         print(method_table(corpus, args.seeds)[0])
-    if STARTUP_SEED_WORKAROUND:
-        print("- StudySearcher._startup_point raised for its negative seed numbers (trial_seed(seed, -1 - k)); "
-              "the replay ran it with them wrapped modulo 2**63")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,29 @@ def _ended(out: Path) -> set[str]:
     return {e["id"] for e in (json.loads(line) for line in lines[:-1]) if e["e"] == "end"}
 
 
-def _spec(tmp_path: Path, name: str, trials: int, epochs: int, asha: bool, concurrency: int) -> Path:
+SCHEDULERS = {"none": {"type": "none"},
+              "asha": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+              "promotion": {"type": "promotion", "grace_period": 1, "reduction_factor": 2}}
+
+
+def _paused(out: Path) -> set[str]:
+    """Trials paused at a rung and not yet promoted, by the record's events."""
+    path = out / "record.jsonl"
+    events = [json.loads(line) for line in (path.read_text().splitlines()[:-1] if path.exists() else [])]
+    paused: set[str] = set()
+    for e in events:
+        if e["e"] == "pause":
+            paused.add(e["id"])
+        elif e["e"] == "promote":
+            paused.discard(e["id"])
+    return paused
+
+
+def _spec(tmp_path: Path, name: str, trials: int, epochs: int, scheduler: str, concurrency: int) -> Path:
     raw = tiny_mae_spec(name)
     raw["search"]["model.args.size"] = {"type": "choice", "values": ["small"]}
     raw["training"].update(epochs=epochs, max_steps_per_epoch=6)
-    raw["scheduler"] = {"type": "asha", "grace_period": 1, "reduction_factor": 2} if asha else {"type": "none"}
+    raw["scheduler"] = SCHEDULERS[scheduler]
     raw["searcher"] = {"type": "optuna", "seed": 3, "startup_trials": 2}
     raw["budget"] = {"trials": trials, "max_concurrent": concurrency}
     return write_spec(tmp_path, raw, f"{name}.yaml")
@@ -58,7 +76,7 @@ def _assert_every_epoch_once(out: Path, epochs_of: dict[str, int]) -> None:
 
 def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
     trials, epochs = 6, 4
-    spec_file = _spec(tmp_path, "resume", trials, epochs, asha=False, concurrency=2)
+    spec_file = _spec(tmp_path, "resume", trials, epochs, scheduler="none", concurrency=2)
     out = tmp_path / "out"
     first = launch(launch_command(spec_file, out), tmp_path / "first.log", ENV)
 
@@ -103,7 +121,7 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
 
 def test_ctrl_c_interrupts_truthfully_and_the_same_command_continues(tmp_path: Path) -> None:
     trials, epochs = 4, 5
-    spec_file = _spec(tmp_path, "ctrlc", trials, epochs, asha=False, concurrency=2)
+    spec_file = _spec(tmp_path, "ctrlc", trials, epochs, scheduler="none", concurrency=2)
     out = tmp_path / "out"
     log = tmp_path / "first.log"
     first = launch(launch_command(spec_file, out), log, ENV)
@@ -155,17 +173,20 @@ def _decisions(out: Path) -> list[tuple]:
              [round(r["val_mse"], 5) for r in rows[t]]) for t in order]
 
 
-def test_continued_search_makes_the_stop_decisions_of_an_uninterrupted_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheduler", ["asha", "promotion"])
+def test_continued_search_makes_the_stop_decisions_of_an_uninterrupted_one(tmp_path: Path, scheduler: str) -> None:
     """The same seeded TPE + ASHA search, once straight through and once interrupted (Ctrl-C,
-    then the same command): the same configurations, stopped at the same rungs."""
-    spec_file = _spec(tmp_path, "decide", trials=7, epochs=4, asha=True, concurrency=1)
+    then the same command): the same configurations, stopped (or paused and promoted) at the
+    same rungs, with the same values."""
+    spec_file = _spec(tmp_path, "decide", trials=7, epochs=4, scheduler=scheduler, concurrency=1)
     straight = _run(spec_file, tmp_path / "straight")
     assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
 
     out = tmp_path / "interrupted"
     log = tmp_path / "first.log"
     first = launch(launch_command(spec_file, out), log, ENV)
-    _wait_for(first, log, lambda: len(_ended(out)) >= 3 and len(recorded_epochs(out)) > len(_ended(out)))
+    _wait_for(first, log, lambda: len(_ended(out)) >= 3 and len(recorded_epochs(out)) > len(_ended(out))
+              and (scheduler != "promotion" or _paused(out)))
     os.killpg(first.pid, signal.SIGINT)
     assert first.wait(timeout=60) == 130, log.read_text()[-3000:]
     continued = _run(spec_file, out)
@@ -173,4 +194,7 @@ def test_continued_search_makes_the_stop_decisions_of_an_uninterrupted_one(tmp_p
 
     expected = _decisions(tmp_path / "straight")
     assert any(status == "stopped early" for _, status, _, _ in expected)  # ASHA had decisions to make
+    if scheduler == "promotion":  # and some trial was paused, then promoted
+        events = [json.loads(line) for line in (tmp_path / "straight" / "record.jsonl").read_text().splitlines()]
+        assert any(e["e"] == "promote" for e in events)
     assert _decisions(out) == expected

@@ -177,7 +177,8 @@ def test_name_finds_search_spaces_file_and_resolves_defaults() -> None:
     spec, path = load_spec("mae_sizes.yaml")
     assert path == (SEARCH_SPACES / "mae_sizes.yaml").resolve()
     assert spec.experiment == "mae_sizes"
-    assert spec.max_t == spec.scheduler.max_t == 720  # the file gives ASHA's budget in training seconds
+    assert spec.max_t == spec.scheduler.max_t == 360  # the file gives a trial's budget in training seconds
+    assert spec.scheduler.type == "promotion"
     unset, _ = load_spec("mae_sizes.yaml", ["scheduler.max_t=null"])
     assert unset.max_t == unset.training.epochs  # ASHA's max_t defaults to the epoch budget
     assert isinstance(spec.search["training.lr"], LogUniform)

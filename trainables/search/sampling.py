@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 
 from trainables.objective import is_number
+from trainables.spec.distributions import Choice, optuna_scalar
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -32,6 +33,19 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def trial_seed(search_seed: int, number: int) -> int:
     """The sampler seed of the search's trial ``number``."""
     return int(np.random.SeedSequence([search_seed % 2**63, number]).generate_state(1)[0])
+
+
+def startup_point(search: dict[str, Any], search_seed: int, number: int) -> dict[str, Any]:
+    """The choice values of TPE's ``number``-th random start-up trial: each value of every
+    choice once before any repeats (in a seeded order), so a question like "which size?" is
+    measured for every answer. Numbers from 10**9 up seed the orders, apart from the trials'."""
+    point = {}
+    for path, dist in search.items():
+        if isinstance(dist, Choice):
+            order = list(dist.values)
+            np.random.default_rng(trial_seed(search_seed, 10**9 + len(point))).shuffle(order)
+            point[path] = optuna_scalar(order[number % len(order)])
+    return point
 
 
 def new_sampler(kind: str, search_seed: int, number: int, startup_trials: int) -> optuna.samplers.BaseSampler:

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import sqlalchemy
 from ray.tune.experiment import Trial
@@ -42,9 +41,9 @@ from trainables.results.record import (
     TrialRecord,
 )
 from trainables.search.costs import TrialCosts
-from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, trial_seed, values_at_rungs
+from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, startup_point, values_at_rungs
 from trainables.search.schedulers.base import RungPolicy, recorded_results
-from trainables.spec.distributions import Choice, Grid, optuna_scalar
+from trainables.spec.distributions import Grid, optuna_scalar
 from trainables.spec.schema import SearchSpec
 
 
@@ -173,7 +172,7 @@ class StudySearcher(_DriverOnly, Searcher):
         searcher = self.spec.searcher
         fixed = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
         if searcher.type == "optuna" and issued < searcher.startup_trials:
-            fixed = {**self._startup_point(number), **fixed}
+            fixed = {**startup_point(self.spec.search, searcher.seed, number), **fixed}
         params = sample(self._view(), self._space,
                         new_sampler(searcher.type, searcher.seed, number, searcher.startup_trials), fixed)
         config = {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
@@ -186,17 +185,6 @@ class StudySearcher(_DriverOnly, Searcher):
         if self._refusals_in_a_row >= MAX_REFUSED or not self._fits(self._cheapest(config), 0, first):
             self._no_new = True  # even the cheapest configuration would be cut off: issue no more
         return None
-
-    def _startup_point(self, issued: int) -> dict[str, Any]:
-        """TPE's random start-up covers each value of every choice once before any repeats
-        (in a seeded order), so a question like "which size?" is measured for every answer."""
-        point = {}
-        for path, dist in self.spec.search.items():
-            if isinstance(dist, Choice):
-                order = list(dist.values)
-                np.random.default_rng(trial_seed(self.spec.searcher.seed, 10**9 + len(point))).shuffle(order)
-                point[path] = optuna_scalar(order[issued % len(order)])
-        return point
 
     def _cheapest(self, config: dict[str, Any]) -> dict[str, Any]:
         path = self.costs.group_path

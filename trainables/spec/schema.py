@@ -233,7 +233,7 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     _check_search(spec, raw, where)
     _check_experiments(spec, raw, where)
     _check_resources(spec, where)
-    if getattr(spec.scheduler, "grace_period", 0) > spec.max_t:
+    if (getattr(spec.scheduler, "grace_period", None) or 0) > spec.max_t:
         raise SpecError(f"{where}: scheduler.grace_period: must be <= scheduler.max_t "
                         f"(training.epochs by default) = {spec.max_t} (got {spec.scheduler.grace_period})")
     if getattr(spec.data, "path", None) is not None and not Path(spec.data.path).expanduser().exists():

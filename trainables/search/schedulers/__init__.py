@@ -8,7 +8,6 @@ a kind is a section class there and a policy module here, registered below.
 
 from __future__ import annotations
 
-from trainables.objective import Objective
 from trainables.results.record import SearchRecord
 from trainables.search.schedulers.asha import RayAshaPolicy
 from trainables.search.schedulers.base import CONTINUE, PAUSE, STOP, PolicyScheduler, RungPolicy

@@ -23,17 +23,15 @@ class RayAshaPolicy(NoPromotions):
         self.time_key = time_key_of(scheduler_spec)
         self.max_t = max_t
         self._ray = ASHAScheduler(time_attr="t", metric="value", mode=objective.mode, max_t=max_t,
-                                  grace_period=scheduler_spec.grace_period,
+                                  grace_period=scheduler_spec.first_rung(max_t),
                                   reduction_factor=scheduler_spec.reduction_factor, brackets=self.brackets)
         self._sign = self._ray._metric_op
         self._bracket_of: dict[str, Any] = {}
         self._stops: dict[str, float] = {}
 
     def rungs(self) -> list[float]:
-        return sorted({milestone for bracket in self._ray._brackets for milestone, _ in bracket._rungs})
-
-    def bracket_rungs(self) -> list[list[float]]:
-        return [sorted(m for m, _ in bracket._rungs) for bracket in self._ray._brackets]
+        # Ray lists max_t as a milestone too, but a trial there has its budget: it is no cut.
+        return sorted({m for bracket in self._ray._brackets for m, _ in bracket._rungs if m < self.max_t})
 
     def on_result(self, trial_id: str, t: float, value: float | None) -> str:
         if not is_number(value):

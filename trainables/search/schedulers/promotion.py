@@ -46,7 +46,7 @@ class PromotionPolicy:
         self.trust_correlation = scheduler_spec.trust_correlation
         self.trust_pairs = scheduler_spec.trust_pairs
         self._sign = objective.sign  # sign * value: smaller is better
-        self._rungs = promotion_rungs(scheduler_spec.grace_period, self.eta, max_t)
+        self._rungs = promotion_rungs(scheduler_spec.first_rung(max_t), self.eta, max_t)
         self._entries: list[dict[str, float]] = [{} for _ in self._rungs]  # rung -> trial -> signed value
         self._finals: dict[str, float] = {}  # trials that reached max_t or ended: their last signed value
         self._promoted: list[set[str]] = [set() for _ in self._rungs]
