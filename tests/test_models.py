@@ -20,6 +20,7 @@ from models import (
     model_factory,
     register_model,
 )
+from models import contract
 from models.mae_vit import MAE_SIZE_NAMES, MAE_SIZES, band_image_metrics
 
 # Models shipped in models/ (other test modules register test-only ones in this process).
@@ -151,6 +152,32 @@ def test_unknown_name_lists_known_models(lookup: Callable) -> None:
 
 def test_every_model_has_a_case() -> None:
     assert set(SHIPPED_MODELS) <= set(MODEL_CASES), "add a tiny ModelCase for each new model"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_meets_the_contract(name: str) -> None:
+    with torch.device("meta"):
+        model = create_model(name)
+    assert isinstance(model, contract.SearchableModel)
+    assert contract.contract_violations(model) == []
+
+
+def test_the_contract_check_names_what_breaks_it() -> None:
+    class NoMetrics(torch.nn.Module):
+        figure_samples = "many"
+
+        def forward(self, batch: dict) -> dict:
+            return {"loss": torch.zeros(())}
+
+        def on_epoch_start(self, epoch: int) -> None:  # the service passes (epoch, epochs)
+            pass
+
+    problems = contract.contract_violations(NoMetrics())
+    assert not isinstance(NoMetrics(), contract.SearchableModel)
+    assert problems[0] == "NoMetrics has no validation_metrics()"
+    assert problems[1].startswith("NoMetrics.on_epoch_start(epoch: int) -> None cannot take (epoch, epochs)")
+    assert problems[2] == "NoMetrics.figure_samples should be int, is 'many'"
+    assert len(problems) == 3
 
 
 @pytest.mark.parametrize("name", SHIPPED_MODELS)

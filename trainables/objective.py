@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from models.contract import baseline_key
+
 T = TypeVar("T")
 
 
@@ -50,7 +52,7 @@ class Objective:
         same data (val_mse -> val_baseline_mse, as the MAE's band-mean prediction): what shows
         how far from trivial a value is."""
         split, _, name = self.metric.partition("_")
-        return f"{split}_baseline_{name}"
+        return f"{split}_{baseline_key(name)}"
 
     @property
     def optuna_direction(self) -> str:

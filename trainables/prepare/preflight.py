@@ -110,7 +110,6 @@ def prepare_output(spec: SearchSpec, out_dir: Path, resume: bool) -> bool:
     whose search never started (only the spec written, say a failed resource check) is
     taken over. The caller holds the folder's lock (trainables.prepare.folder_lock).
     """
-    from trainables.objective import Objective
     from trainables.results.record import SEARCH_FINISHED, SearchRecord
 
     resolved = resolved_yaml(spec)
@@ -119,7 +118,7 @@ def prepare_output(spec: SearchSpec, out_dir: Path, resume: bool) -> bool:
         if not spec_path.exists() or spec_path.read_text() != resolved:
             raise SpecError(f"{out_dir}: holds a search with a different spec ({spec_path}); "
                             f"choose another folder with --out")
-        state = SearchRecord(out_dir, Objective(spec.metric, spec.mode)).state
+        state = SearchRecord(out_dir, spec.objective).state
         if state == SEARCH_FINISHED and not resume:
             raise SpecError(f"{out_dir}: holds a finished search ({out_dir / RECORD_FILE}); "
                             f"pass --resume to reopen it, or choose another folder with --out")

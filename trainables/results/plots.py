@@ -23,7 +23,7 @@ import optuna  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from trainables.objective import Objective, is_number
+from trainables.objective import is_number
 from trainables.results.record import FAILED, FINISHED, PAUSED, RUNNING, STOPPED
 from trainables.results.search_data import SearchData
 
@@ -77,7 +77,7 @@ def best_so_far(search: SearchData) -> Figure:
     if points:
         seconds, values = np.array(points).T
         scale, unit = (60.0, "minutes") if seconds.max() > 120 else (1.0, "seconds")
-        sign = Objective(search.metric, search.mode).sign  # +1 for min, -1 for max
+        sign = search.objective.sign  # +1 for min, -1 for max
         best = sign * np.minimum.accumulate(sign * values)
         ax.scatter(seconds / scale, values, s=12, color="0.6", label="an epoch's value")
         ax.step(seconds / scale, best, where="post", color="tab:blue", linewidth=2, label="best so far", gid="best")
@@ -146,7 +146,7 @@ def _trials(count: int) -> str:
 def _draw_baseline(ax: Any, search: SearchData) -> None:
     """The model's trivial baseline (Objective.baseline), if it reports one: the median over
     every recorded epoch, as one line, so a curve shows how far from trivial it is."""
-    key = Objective(search.metric, search.mode).baseline
+    key = search.objective.baseline
     values = [row[key] for trial in search.trials for row in trial.rows if is_number(row.get(key))]
     if values:
         ax.axhline(float(np.median(values)), color="0.3", linestyle="-.", linewidth=1.2, gid="baseline",

@@ -17,7 +17,6 @@ from typing import Any
 
 import optuna
 
-from trainables.objective import Objective
 from trainables.outputs import BEST_DIR, FIGURES_DIR, REPORT_DIR
 from trainables.results import plots
 from trainables.results.report_html import CHOICE_PREFIX, render_html
@@ -145,7 +144,7 @@ def choice_at_budgets(search: SearchData, param: str, budgets: list[Budget] | No
     budgets = equal_training_budgets(search) if budgets is None else budgets
     values = list(search.spec.search[param].values)
     keys = [optuna_scalar(v) for v in values]  # a list or mapping value compares as its JSON
-    objective = Objective(search.metric, search.mode)
+    objective = search.objective
     points: list[list[list[tuple[str, float]]]] = [[[] for _ in budgets] for _ in values]
     sampled = [0] * len(values)
     for trial in search.trials:
@@ -166,7 +165,7 @@ def budget_study(search: SearchData, budget: Budget) -> optuna.Study:
     spec = search.spec
     distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
     with plots.quiet_optuna():
-        study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
+        study = optuna.create_study(direction=spec.objective.optuna_direction)
     for trial in search.trials:
         value = budget.value(trial.rows, spec.metric)
         if value is None:
@@ -251,7 +250,7 @@ def write_importances(study: optuna.Study | None, evaluator: Any, budget: Budget
 
 def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:
     """One row per trial, best first (trials without a value last)."""
-    objective = Objective(search.metric, search.mode)
+    objective = search.objective
     ranked = objective.ranked(search.trials, key=lambda t: t.best_value)
     header = ["trial_id", "status", "reason", "epochs", f"best_{search.metric}", "best_epoch", *search.params]
     rows = [[t.trial_id, t.status, t.reason, len(t.rows), t.best_value, t.best_epoch,

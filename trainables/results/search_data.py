@@ -66,6 +66,10 @@ class SearchData:
         return self.spec.mode
 
     @property
+    def objective(self) -> Objective:
+        return self.spec.objective
+
+    @property
     def time_attr(self) -> str:
         """The key of each row that counts the scheduler's time (epochs or seconds)."""
         return TIME_ATTRS[self.spec.scheduler.time_attr]
@@ -84,7 +88,7 @@ def gather(out_dir: Path) -> SearchData:
     if not spec_path.is_file():
         raise NotASearchError(f"{out_dir}: no {SPEC_FILE}: not the output folder of a search")
     spec = SearchSpec.model_validate(yaml.safe_load(spec_path.read_text()))
-    record = SearchRecord(out_dir, Objective(spec.metric, spec.mode))
+    record = SearchRecord(out_dir, spec.objective)
     if not record.trials:
         raise NotASearchError(f"{out_dir}: no trial has started yet")
     live = is_running(out_dir)
@@ -119,7 +123,7 @@ def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optu
 
 def study_from_trials(spec: SearchSpec, trials: list[TrialData]) -> optuna.Study:
     distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
-    study = optuna.create_study(direction=Objective(spec.metric, spec.mode).optuna_direction)
+    study = optuna.create_study(direction=spec.objective.optuna_direction)
     states = {FINISHED: optuna.trial.TrialState.COMPLETE, STOPPED: optuna.trial.TrialState.PRUNED,
               FAILED: optuna.trial.TrialState.FAIL}
     for trial in trials:

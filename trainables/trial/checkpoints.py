@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from data import build_splits
-from models import create_model
+from models import contract, create_model
 from trainables.outputs import (
     CHECKPOINT_CONFIG_FILE,
     CHECKPOINT_STATE_FILE,
@@ -103,13 +103,11 @@ def write_model_evaluation(folder: str | Path, batch_size: int = 64) -> Path | N
     """Run the model's own ``evaluation(loader)`` (per-class scores and a confusion matrix,
     say) on the validation split it was trained with; saved as ``evaluation.json`` in
     ``folder``. Returns None for models without an evaluation."""
-    model = load_model(folder)
-    if not hasattr(model, "evaluation"):
-        return None
     spec = SearchSpec.model_validate(load_config(folder))
-    loader = torch.utils.data.DataLoader(build_splits(spec.data).val, batch_size=batch_size)
-    with torch.no_grad():
-        evaluation = model.evaluation(loader)
+    evaluation = contract.evaluation(load_model(folder), lambda: torch.utils.data.DataLoader(
+        build_splits(spec.data).val, batch_size=batch_size))
+    if evaluation is None:
+        return None
     path = Path(folder) / EVALUATION_FILE
     path.write_text(json.dumps(evaluation, indent=2, default=float))
     return path

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from models import contract
 from trainables.outputs import FIGURES_DIR
 from trainables.spec.schema import TrainingSpec
 
-FIGURE_SAMPLES = 4  # samples drawn when the model does not ask for more (attribute `figure_samples`)
 FIGURE_SEED = 1234  # the same masks (MAE) at every epoch, so figures of one trial compare
 
 
@@ -32,8 +32,8 @@ def save_validation_figures(model: torch.nn.Module, dataset: Dataset, folder: Pa
 
     Returns the files written; none for a model without the hook or an empty dataset.
     """
-    count = min(getattr(model, "figure_samples", FIGURE_SAMPLES), len(dataset))
-    if not hasattr(model, "validation_figures") or count == 0:
+    count = min(contract.figure_samples(model), len(dataset))
+    if count == 0:
         return []
     batch = default_collate([dataset[i] for i in range(count)])
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -41,7 +41,7 @@ def save_validation_figures(model: torch.nn.Module, dataset: Dataset, folder: Pa
     was_training = model.training
     model.eval()
     try:
-        figures = model.validation_figures(batch, generator=generator)
+        figures = contract.validation_figures(model, batch, generator)
     finally:
         model.train(was_training)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,6 @@
 """The one training loop, for every registered model, on one worker.
 
-It knows models only through their contract (``model(batch)["loss"]`` and
-``model.validation_metrics(batch, generator)``) and Ray only through a ``Session``: the
+It knows models only through their contract (models/contract.py) and Ray only through a ``Session``: the
 trial function (trainable.py) hands it a session that reports to Tune directly (one worker, in the trial
 process) or to Ray Train (DDP workers under ``TorchTrainer``). Once per epoch it reports
 train and validation metrics, with a checkpoint written by rank 0.
@@ -22,8 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchmetrics.aggregation import MeanMetric
 
 from data import build_splits
-from models import create_model
-from trainables.objective import Objective
+from models import contract, create_model
 from trainables.outputs import FIGURES_DIR
 from trainables.results.record import TRIAL_SECONDS
 from trainables.spec.schema import SearchSpec, TrainingSpec, import_user_modules
@@ -82,10 +80,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
     splits = build_splits(spec.data)
     train_loader, val_loader = _loaders(splits.train, splits.val, spec, session)
     model = create_model(spec.model.name, **spec.model.args)
-    if hasattr(model, "fit_to_data"):
-        # Optional hook: statistics of the training data the model keeps (class weights from
-        # the labels, say), computed before the first step and saved with its weights.
-        model.fit_to_data(splits.train)
+    contract.fit_to_data(model, splits.train)  # before the first step, so its state is saved with the weights
     model = model.to(device)
     wrapped = _wrap_ddp(model, session, device)
     steps_per_epoch = _steps_per_epoch(len(train_loader), cfg)
@@ -93,7 +88,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
-    objective = Objective(spec.metric, spec.mode)
+    objective = spec.objective
     stored_config = config_text(spec.model_dump(mode="json"))
     start_epoch, best_value, epochs_since_best, trial_seconds = 1, None, 0, 0.0
     state = _restored_state(trial_folder, stored_config, device)
@@ -116,9 +111,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
     for epoch in range(start_epoch, cfg.epochs + 1):
         epoch_start = time.perf_counter()
         train_loader.sampler.set_epoch(epoch)
-        if hasattr(model, "on_epoch_start"):
-            # Optional hook: schedules the model owns (unfreezing a backbone after k epochs, say).
-            model.on_epoch_start(epoch, cfg.epochs)
+        contract.on_epoch_start(model, epoch, cfg.epochs)
         try:
             result = _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg,
                                 steps_per_epoch, device, epoch, session.stop_requested)
@@ -306,7 +299,7 @@ def _wrap_ddp(model: torch.nn.Module, session: Session, device: torch.device) ->
     # A model that freezes parts of itself for some epochs says so: DDP must then expect
     # parameters that get no gradient.
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=getattr(model, "ddp_find_unused_parameters", False))
+                                   find_unused_parameters=contract.ddp_find_unused_parameters(model))
 
 
 def _steps_per_epoch(micro_batches: int, cfg: TrainingSpec) -> int:
