@@ -16,7 +16,8 @@ import torch
 
 from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
 from trainables import load_spec
-from trainables.trial.checkpoints import STATE_FILE, load_state
+from trainables.outputs import CHECKPOINT_STATE_FILE
+from trainables.trial.checkpoints import load_state
 from trainables.outputs import RECORD_FILE
 from trainables.search.cluster import connect
 from trainables.prepare.preflight import prepare_output
@@ -32,7 +33,7 @@ class Payload:
 
 
 def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
-    torch.save({"model": {}, "payload": Payload()}, tmp_path / STATE_FILE)
+    torch.save({"model": {}, "payload": Payload()}, tmp_path / CHECKPOINT_STATE_FILE)
     with pytest.raises(pickle.UnpicklingError):
         load_state(tmp_path)
 

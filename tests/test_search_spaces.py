@@ -11,7 +11,7 @@ import yaml
 
 from tests.specs import SEARCH_SPACES, write_spec
 from trainables import load_model, load_spec
-from trainables.trial.checkpoints import EVALUATION_FILE
+from trainables.outputs import MODEL_EVALUATION_FILE
 from trainables.prepare.preflight import dry_run_report
 from trainables.search.run import SearchOptions, launch_search
 from trainables.outputs import EXPERIMENT_SUMMARY_FILE
@@ -46,9 +46,9 @@ def test_tiny_real_search(ray_cluster, name: str, tmp_path: Path) -> None:
     assert summary["best"] is not None and (out / "best" / "checkpoint.pt").exists()
     # Models with their own evaluation (classifiers: per-class scores, confusion matrix) leave it with the best.
     has_evaluation = hasattr(load_model(out / "best"), "evaluation")
-    assert (out / "best" / EVALUATION_FILE).exists() == has_evaluation
+    assert (out / "best" / MODEL_EVALUATION_FILE).exists() == has_evaluation
     if has_evaluation:
-        assert json.loads((out / "best" / EVALUATION_FILE).read_text())
+        assert json.loads((out / "best" / MODEL_EVALUATION_FILE).read_text())
 
 
 @pytest.mark.slow

@@ -60,7 +60,6 @@ TRIAL_ID_TAG = "hpsearch.trial_id"
 END_TAG = "hpsearch.end"  # the record's status: finished | stopped early | failed | interrupted
 REASON_TAG = "hpsearch.reason"
 RETRIES_TAG = "hpsearch.retries"  # crashes of the trial that were retried
-STATE_FILE = MLFLOW_RUNS_FILE  # experiment id and key -> run id
 JOURNAL_FILE = MLFLOW_JOURNAL_FILE  # writes not yet accepted by the server, in order
 RETRY_SECONDS = 30.0
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
@@ -93,7 +92,7 @@ class RunWriter:
         # Made by the writer thread on its first write: opening a new SQLite store (MLflow
         # runs its schema migrations) takes about 2 s that the search need not wait for.
         self._client: MlflowClient | None = None
-        self._state_path = out_dir / STATE_FILE
+        self._state_path = out_dir / MLFLOW_RUNS_FILE
         self._journal_path = out_dir / JOURNAL_FILE
         state = json.loads(self._state_path.read_text()) if self._state_path.exists() else {}
         self.experiment_id: str | None = state.get("experiment_id")
@@ -293,7 +292,7 @@ def sync_folder(out_dir: Path) -> dict[str, Any]:
     (``pending_writes`` is what is still waiting)."""
     writer = _folder_writer(out_dir)
     if writer is None:
-        raise FileNotFoundError(f"{out_dir}: no {STATE_FILE}: not the output folder of a search")
+        raise FileNotFoundError(f"{out_dir}: no {MLFLOW_RUNS_FILE}: not the output folder of a search")
     writer.sync()
     return _info(writer)
 
@@ -311,7 +310,7 @@ def log_report_folder(out_dir: Path, report_dir: Path) -> bool:
 
 def _folder_writer(out_dir: Path) -> RunWriter | None:
     """The writer of a search's folder, from the tracking state it recorded; None if it has none."""
-    state_path = out_dir / STATE_FILE
+    state_path = out_dir / MLFLOW_RUNS_FILE
     if not state_path.exists():
         return None
     state = json.loads(state_path.read_text())

@@ -26,7 +26,6 @@ from trainables.outputs import (
 )
 from trainables.spec.schema import SearchSpec
 
-STATE_FILE, CONFIG_FILE, EVALUATION_FILE = CHECKPOINT_STATE_FILE, CHECKPOINT_CONFIG_FILE, MODEL_EVALUATION_FILE
 
 
 def config_text(config: dict[str, Any]) -> str:
@@ -46,8 +45,8 @@ def save_checkpoint(trial_folder: Path, epoch: int, state: dict[str, Any], confi
     tmp = trial_folder / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / CONFIG_FILE).write_text(config)
+    torch.save(state, tmp / CHECKPOINT_STATE_FILE)
+    (tmp / CHECKPOINT_CONFIG_FILE).write_text(config)
     if extra is not None:  # more files that belong with the epoch (its validation figures)
         extra(tmp)
     shutil.rmtree(final, ignore_errors=True)  # an unrecorded copy of this epoch from a killed run
@@ -66,23 +65,23 @@ def slim_checkpoint(folder: Path) -> None:
     state = load_state(folder)
     if set(state) <= set(FINAL_STATE_KEYS):
         return
-    tmp = folder / f".{STATE_FILE}.tmp"
+    tmp = folder / f".{CHECKPOINT_STATE_FILE}.tmp"
     torch.save({k: state[k] for k in FINAL_STATE_KEYS if k in state}, tmp)
-    tmp.replace(folder / STATE_FILE)
+    tmp.replace(folder / CHECKPOINT_STATE_FILE)
 
 
 def latest_checkpoint(trial_folder: Path) -> Path | None:
     """The trial's newest whole checkpoint, or None for a trial starting afresh."""
-    found = sorted(p for p in trial_folder.glob("epoch_*") if p.is_dir() and (p / STATE_FILE).exists())
+    found = sorted(p for p in trial_folder.glob("epoch_*") if p.is_dir() and (p / CHECKPOINT_STATE_FILE).exists())
     return found[-1] if found else None
 
 
 def load_state(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(Path(folder) / STATE_FILE, map_location=map_location, weights_only=True)
+    return torch.load(Path(folder) / CHECKPOINT_STATE_FILE, map_location=map_location, weights_only=True)
 
 
 def load_config(folder: str | Path) -> dict[str, Any]:
-    return yaml.safe_load((Path(folder) / CONFIG_FILE).read_text())
+    return yaml.safe_load((Path(folder) / CHECKPOINT_CONFIG_FILE).read_text())
 
 
 def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
@@ -108,6 +107,6 @@ def write_model_evaluation(folder: str | Path, batch_size: int = 64) -> Path | N
         build_splits(spec.data).val, batch_size=batch_size))
     if evaluation is None:
         return None
-    path = Path(folder) / EVALUATION_FILE
+    path = Path(folder) / MODEL_EVALUATION_FILE
     path.write_text(json.dumps(evaluation, indent=2, default=float))
     return path

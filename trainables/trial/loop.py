@@ -22,11 +22,10 @@ from torchmetrics.aggregation import MeanMetric
 
 from data import build_splits
 from models import contract, create_model
-from trainables.outputs import FIGURES_DIR
+from trainables.outputs import CHECKPOINT_CONFIG_FILE, FIGURES_DIR
 from trainables.results.record import TRIAL_SECONDS
 from trainables.spec.schema import SearchSpec, TrainingSpec, import_user_modules
 from trainables.trial.checkpoints import (
-    CONFIG_FILE,
     config_text,
     latest_checkpoint,
     load_state,
@@ -85,7 +84,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
     wrapped = _wrap_ddp(model, session, device)
     steps_per_epoch = _steps_per_epoch(len(train_loader), cfg)
     optimizer = _optimizer(model, cfg)
-    scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
+    lr_schedule = _lr_schedule(optimizer, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     objective = spec.objective
@@ -95,7 +94,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        lr_schedule.load_state_dict(state["scheduler"])  # the key older checkpoints carry too
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
         best_value, epochs_since_best = state["best_value"], state["epochs_since_best"]
@@ -113,7 +112,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
         train_loader.sampler.set_epoch(epoch)
         contract.on_epoch_start(model, epoch, cfg.epochs)
         try:
-            result = _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg,
+            result = _run_epoch(wrapped, model, train_loader, val_loader, optimizer, lr_schedule, scaler, cfg,
                                 steps_per_epoch, device, epoch, session.stop_requested)
         except NonFiniteLossError as exc:
             # Not an error to retry: the same weights diverge again. The trial ends as failed
@@ -122,7 +121,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
                             "stop_reason": str(exc), "resumed_from_epoch": start_epoch - 1,
                             "checkpointed": False, TRIAL_SECONDS: trial_seconds})
             return
-        if result is None:  # the scheduler stopped this trial mid-epoch
+        if result is None:  # the search's scheduler stopped this trial mid-epoch
             return
         metrics = {f"train_{k}": v for k, v in result.train.items()}
         metrics.update({f"val_{k}": v for k, v in result.val.items()})
@@ -156,7 +155,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "scheduler": lr_schedule.state_dict(),
             "scaler": scaler.state_dict(),
             "epoch": epoch,
             "metrics": metrics,
@@ -180,7 +179,7 @@ def _restored_state(trial_folder: Path, stored_config: str, device: torch.device
     folder = latest_checkpoint(trial_folder)
     if folder is None:
         return None
-    if (folder / CONFIG_FILE).read_text() != stored_config:
+    if (folder / CHECKPOINT_CONFIG_FILE).read_text() != stored_config:
         raise RuntimeError(f"{folder}: was written by another configuration than this trial's; "
                            f"a trial id must never name two configurations")
     return load_state(folder, map_location=device)
@@ -218,7 +217,7 @@ class _Means:
         return {key: float(self.metrics[key].compute()) for key in sorted(self.metrics)}
 
 
-def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, scaler, cfg: TrainingSpec,
+def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, lr_schedule, scaler, cfg: TrainingSpec,
                steps_per_epoch: int, device: torch.device, epoch: int,
                stop_requested: Callable[[], bool]) -> EpochResult | None:
     """One epoch of training and validation; None if a stop was requested on the way."""
@@ -251,7 +250,7 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, scheduler, s
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            lr_schedule.step()
             if stop_requested():
                 return None
     train = train_means.compute()
@@ -318,7 +317,7 @@ def _optimizer(model: torch.nn.Module, cfg: TrainingSpec) -> torch.optim.Optimiz
     return optimizer_cls(groups, lr=cfg.lr)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingSpec, steps_per_epoch: int):
+def _lr_schedule(optimizer: torch.optim.Optimizer, cfg: TrainingSpec, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     decay: Callable[[float], float] = {
