@@ -16,13 +16,7 @@ import yaml
 from trainables.objective import Objective, is_number
 from trainables.outputs import OPTUNA_DB, SPEC_FILE, SUMMARY_FILE, study_storage_url
 from trainables.prepare.folder_lock import is_running
-from trainables.results.record import (
-    FAILED,
-    FINISHED,
-    STOPPED,
-    TIME_ATTRS,
-    SearchRecord,
-)
+from trainables.results.record import SEARCH_FINISHED, TIME_ATTRS, SearchRecord
 from trainables.spec.distributions import optuna_scalar
 from trainables.spec.schema import SearchSpec
 
@@ -55,7 +49,7 @@ class SearchData:
 
     @property
     def finished(self) -> bool:
-        return self.state == "finished"
+        return self.state == SEARCH_FINISHED
 
     @property
     def metric(self) -> str:
@@ -124,12 +118,12 @@ def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optu
 def study_from_trials(spec: SearchSpec, trials: list[TrialData]) -> optuna.Study:
     distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
     study = optuna.create_study(direction=spec.objective.optuna_direction)
-    states = {FINISHED: optuna.trial.TrialState.COMPLETE, STOPPED: optuna.trial.TrialState.PRUNED,
-              FAILED: optuna.trial.TrialState.FAIL}
+    from trainables.search.sampling import optuna_state
+
     for trial in trials:
-        state = states.get(trial.status)
-        if state is None or (state == optuna.trial.TrialState.COMPLETE and trial.best_value is None):
-            continue  # still running: nothing to tell yet
+        state = optuna_state(trial.status, trial.best_value)
+        if state is None:
+            continue  # not ended: nothing to tell yet
         params = {path: optuna_scalar(trial.config[path]) for path in distributions if path in trial.config}
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={p: distributions[p] for p in params}, state=state,

@@ -46,7 +46,8 @@ def trial_entry(record: SearchRecord, trial: TrialRecord, live: bool = False) ->
 
 
 def export_best(record: SearchRecord) -> Path | None:
-    """Copy the best epoch's checkpoint (weights, optimizer state, resolved config) to
+    """Copy the best epoch's checkpoint (weights and resolved config; its optimizer state is
+    dropped when the search ends, see slim_checkpoint) to
     ``out/best``; None when no trial has a checkpoint. Files are hard links where the file
     system allows: the kept checkpoint and best/ then share their disk."""
     best = record.best_trial()

@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 
 from trainables.objective import is_number
+from trainables.results.record import ENDED, FINISHED, STOPPED
 from trainables.spec.distributions import Choice, optuna_scalar
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -76,6 +77,19 @@ def values_at_rungs(results: Iterable[tuple[float, float | None]], rungs: Sequen
             if t >= rung and k not in found:
                 found[k] = float(value)
     return found
+
+
+def optuna_state(status: str, best: float | None) -> optuna.trial.TrialState | None:
+    """What Optuna is told of a trial in the record's ``status`` with best value ``best``:
+    None while it has not ended (running, paused, interrupted). The one mapping, for the
+    persisted study (searcher.py) and the report's (results/search_data.py)."""
+    if status == FINISHED and best is not None:
+        return optuna.trial.TrialState.COMPLETE
+    if status == STOPPED and best is not None:
+        return optuna.trial.TrialState.PRUNED  # not COMPLETE with a low-fidelity value
+    if status in ENDED:
+        return optuna.trial.TrialState.FAIL  # failed, or ended before any value
+    return None
 
 
 def sampler_view(space: dict[str, optuna.distributions.BaseDistribution], direction: str,

@@ -35,13 +35,12 @@ from trainables.results.record import (
     FAILED,
     FINISHED,
     RUNNING,
-    STOPPED,
     RecordListener,
     SearchRecord,
     TrialRecord,
 )
 from trainables.search.costs import TrialCosts
-from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, startup_point, values_at_rungs
+from trainables.search.sampling import Observation, new_sampler, optuna_state, sample, sampler_view, startup_point, values_at_rungs
 from trainables.search.schedulers.base import RungPolicy, recorded_results
 from trainables.spec.distributions import Grid, optuna_scalar
 from trainables.spec.schema import SearchSpec
@@ -276,13 +275,8 @@ class StudyProjection(RecordListener):
             trial.report(value, epoch)
 
     def _tell(self, trial_id: str, status: str, best: float | None) -> None:
-        number = self._numbers[trial_id]
-        if status == FINISHED and best is not None:
-            self.study.tell(number, best)
-        elif status == STOPPED and best is not None:
-            self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
-        else:  # failed, or ended before any value
-            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        state = optuna_state(status, best)
+        self.study.tell(self._numbers[trial_id], best if state == optuna.trial.TrialState.COMPLETE else None, state)
 
     def _reconcile(self, trials: list[TrialRecord]) -> None:
         """Bring a study left behind by a killed launch up to the record: values and ends it

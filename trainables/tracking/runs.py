@@ -1,6 +1,6 @@
 """All MLflow calls: a parent run per search, a child run per trial, written from the driver.
 
-One writer (a Tune callback in the driver process) rather than one per trial process:
+One writer (a listener of the search's record, in the driver process) rather than one per trial process:
 MLflow's default SQLite store contends under many concurrent writers, and Ray's
 ``MLflowLoggerCallback`` makes no parent run and marks early-stopped trials FINISHED
 with no word of why (ray issues 19978, 46569, 64179).
@@ -280,7 +280,7 @@ _WRITERS: dict[str, RunWriter] = {}
 
 
 def writer_for(tracking_uri: str, out_dir: Path, experiment: str) -> RunWriter:
-    """The process's one writer for an output folder (Tune's pickled callback copies share it)."""
+    """The process's one writer for an output folder (every listener of the record in this process shares it)."""
     key = str(out_dir.resolve())
     if key not in _WRITERS:
         _WRITERS[key] = RunWriter(tracking_uri, out_dir.resolve(), experiment)
@@ -325,7 +325,7 @@ def _info(writer: RunWriter) -> dict[str, Any]:
 
 
 class SearchTracker:
-    """The search's parent run; hands out the callback that writes the trials' child runs."""
+    """The search's parent run; hands out the record listener that writes the trials' child runs."""
 
     def __init__(self, tracking_uri: str, experiment: str, out_dir: Path) -> None:
         self.tracking_uri = tracking_uri

@@ -3,7 +3,7 @@
 The loop draws a model's optional ``validation_figures(batch, generator)`` hook (a dict of
 name -> matplotlib Figure) every ``training.figures_every`` epochs and on the last one,
 into ``figures/`` of the checkpoint it is about to report, so the figures travel with the
-checkpoint (into ``best/`` for the best trial). On the driver, the tracking callback copies
+checkpoint (into ``best/`` for the best trial). On the driver, the tracking listener copies
 them out of each new checkpoint into ``<out>/figures/<trial>/epoch_NNN/`` (a folder that
 outlives the checkpoint, for MLflow writes that wait while a server is down) and logs them.
 """
