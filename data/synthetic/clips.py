@@ -22,7 +22,6 @@ import numpy as np
 
 # Bump whenever the output for given settings changes, so cached files are not reused.
 GENERATOR_VERSION = 1
-TASK_CLASSES = {"phase": 3, "quality": 2}
 PHASE_PRIOR = (0.5, 0.3, 0.2)
 QUALITY_PRIOR = (0.7, 0.3)
 BACKGROUND = 0.1
