@@ -14,7 +14,8 @@ from pathlib import Path
 
 from trainables.prepare.folder_lock import FolderBusyError
 from trainables.results.record import SEARCH_INTERRUPTED
-from trainables.spec.schema import SpecError, load_spec
+from trainables.spec.schema import SpecError
+from trainables.spec.loading import load_spec
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C

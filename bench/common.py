@@ -96,7 +96,7 @@ def launch_quietly(raw_spec: dict[str, Any], folder: Path, options: Any = None) 
     import yaml
 
     from trainables.search.run import SearchOptions, launch_search
-    from trainables.spec.schema import load_spec
+    from trainables.spec.loading import load_spec
 
     spec_file = folder / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(raw_spec, sort_keys=False))

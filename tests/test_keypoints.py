@@ -17,7 +17,7 @@ from data import DataError, KeypointImages, KeypointsDataConfig, build_keypoint_
 from data.kinds.keypoints import prepare_keypoints
 from models import create_model
 from models.keypoint_unet import heatmap_peaks, keypoint_errors, pck, render_heatmaps
-from trainables.spec.schema import load_spec
+from trainables.spec.loading import load_spec
 
 SMALL_SYNTHETIC = {"images": 12, "size": 32}
 

@@ -10,7 +10,8 @@ import pytest
 from tests.specs import tiny_mae_spec, write_spec
 from trainables.outputs import RECORD_FILE, SPEC_FILE
 from trainables.prepare.preflight import prepare_output
-from trainables.spec.schema import SpecError, load_spec
+from trainables.spec.schema import SpecError
+from trainables.spec.loading import load_spec
 
 
 @pytest.fixture

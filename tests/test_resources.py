@@ -7,7 +7,8 @@ import pytest
 
 from tests.specs import tiny_mae_spec
 from trainables.spec.resources import DDP_TRIAL_BUNDLE, placement_for, plan_concurrency, trial_resources
-from trainables.spec.schema import SpecError, validate_spec
+from trainables.spec.schema import SpecError
+from trainables.spec.loading import validate_spec
 
 CLUSTER = {"CPU": 2.0, "GPU": 4.0}
 SIZE = "model.args.size"

@@ -17,7 +17,7 @@ from data import DataError, SegmentationDataConfig, SegmentationTiles, build_seg
 from data.kinds.segmentation import prepare_segmentation, tile_starts
 from models import create_model
 from models.attention_unet import AttentionGate, iou_and_dice, soft_dice_loss
-from trainables.spec.schema import load_spec
+from trainables.spec.loading import load_spec
 
 SMALL_SYNTHETIC = {"images": 8, "height": 32, "width": 48}
 NO_AUGMENT = {"hflip_p": 0, "vflip_p": 0, "rotate90_p": 0, "affine_p": 0, "elastic_p": 0, "dropout_p": 0}

@@ -12,7 +12,8 @@ import yaml
 
 from tests.specs import PROJECT_ROOT, SEARCH_SPACES, tiny_mae_spec, write_spec
 from trainables.spec.distributions import Choice, Grid, IntRange, LogUniform
-from trainables.spec.schema import SpecError, load_spec, trial_spec
+from trainables.spec.schema import SpecError, trial_spec
+from trainables.spec.loading import load_spec
 
 
 def _with(raw: dict, path: str, value) -> dict:
@@ -72,6 +73,10 @@ BAD_SPECS = [
     ("unknown data kind", "data/kind", "tabular", "data: unknown data kind 'tabular'; expected one of: "),
     ("resources on unsearched path", "resources/depends_on", "training.lr",
      "resources.depends_on: expected a searched path with choice or grid values"),
+    ("unknown scheduler", "scheduler", {"type": "pbt"},
+     "scheduler: unknown scheduler type 'pbt'; expected one of: promotion, asha, hyperband, none"),
+    ("unknown scheduler key", "scheduler", {"type": "asha", "trust_pairs": 3},
+     "scheduler.trust_pairs: unknown key; expected one of: grace_period, max_t, reduction_factor, time_attr, type"),
     ("grace period past the budget", "scheduler/grace_period", 9,
      "scheduler.grace_period: must be <= scheduler.max_t (training.epochs by default) = 3 (got 9)"),
     ("grid searcher with a range", "searcher", {"type": "grid"},

@@ -7,7 +7,8 @@ The public entry points for users' own scripts are ``load_spec`` and ``load_mode
 command line is ``launch.py``.
 """
 
-from trainables.spec.schema import SearchSpec, SpecError, load_spec
+from trainables.spec.schema import SearchSpec, SpecError
+from trainables.spec.loading import load_spec
 from trainables.trial.checkpoints import load_config, load_model
 
 __all__ = ["SearchSpec", "SpecError", "load_config", "load_model", "load_spec"]

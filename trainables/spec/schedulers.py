@@ -68,7 +68,9 @@ class PromotionScheduler(_Rungs):
 
 SchedulerSpec = Annotated[Union[PromotionScheduler, AshaScheduler, HyperbandScheduler, NoScheduler],
                           Field(discriminator="type")]
-SCHEDULER_TYPES = ("promotion", "asha", "hyperband", "none")
+SCHEDULER_SECTIONS = {"promotion": PromotionScheduler, "asha": AshaScheduler, "hyperband": HyperbandScheduler,
+                      "none": NoScheduler}
+SCHEDULER_TYPES = tuple(SCHEDULER_SECTIONS)
 
 
 def default_scheduler() -> PromotionScheduler:

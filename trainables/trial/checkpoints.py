@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +23,7 @@ from trainables.outputs import (
     MODEL_EVALUATION_FILE,
     checkpoint_name,
 )
-from trainables.spec.schema import SearchSpec
+from trainables.spec.schema import SearchSpec, import_user_modules
 
 
 
@@ -91,8 +90,7 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> 
     spec it was trained with (data settings included, for the normalisation it expects).
     """
     config = load_config(folder)
-    for module in config.get("imports", []):  # where a user's own model is registered
-        import_module(module)
+    import_user_modules(config.get("imports", []))  # where a user's own model is registered
     model = create_model(config["model"]["name"], **config["model"]["args"])
     model.load_state_dict(load_state(folder, map_location)["model"])
     return model.to(map_location).eval()

@@ -70,7 +70,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
     and first reports that epoch again: the search's record keeps an epoch once, so a report
     lost with a killed launcher is recorded now, and one recorded before is ignored.
     """
-    import_user_modules(spec)
+    import_user_modules(spec.imports)  # a spec that came pickled ran no validator here
     cfg = spec.training
     torch.manual_seed(cfg.seed + session.rank)
     torch.set_num_threads(max(1, int(cpus)))
