@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainables.prepare.folder_lock import FolderBusyError
+from trainables.folder_lock import FolderBusyError
 from trainables.results.record import SEARCH_INTERRUPTED
 from trainables.spec.schema import SpecError
 from trainables.spec.loading import load_spec
@@ -63,7 +63,7 @@ def report(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="launch.py report", description=report.__doc__)
     parser.add_argument("out", type=Path, help="the output folder of a search")
     out = parser.parse_args(argv).out
-    from trainables.prepare.folder_lock import is_running
+    from trainables.folder_lock import is_running
     from trainables.results.report import HTML_FILE, write_report
     from trainables.results.search_data import NotASearchError
     from trainables.tracking.runs import log_report_folder

@@ -20,7 +20,7 @@ import launch
 from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.results.plots import best_so_far, learning_curves
-from trainables.prepare.folder_lock import FolderLock
+from trainables.folder_lock import FolderLock
 from trainables.objective import Objective
 from trainables.outputs import RECORD_FILE, REPORT_DIR
 from trainables.results.record import BY_SCHEDULER, FAILED, FINISHED, PAUSED, STOPPED, SearchRecord

@@ -1,2 +1,3 @@
-"""The launcher's work before Ray starts: one lock per output folder (folder_lock.py) and the
-checks, folder preparation and ``--dry-run`` preview (preflight.py)."""
+"""The launcher's work before Ray starts: the checks, folder preparation and ``--dry-run``
+preview (preflight.py). The folder's lock, which the report reads too, is
+trainables/folder_lock.py."""

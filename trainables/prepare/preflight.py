@@ -108,7 +108,7 @@ def prepare_output(spec: SearchSpec, out_dir: Path, resume: bool) -> bool:
     or its launcher killed) with the same spec is continued, as with ``resume``; a finished
     one is reopened only with ``resume``; one with a different spec is refused. A folder
     whose search never started (only the spec written, say a failed resource check) is
-    taken over. The caller holds the folder's lock (trainables.prepare.folder_lock).
+    taken over. The caller holds the folder's lock (trainables.folder_lock).
     """
     from trainables.results.record import SEARCH_FINISHED, SearchRecord
 

@@ -15,7 +15,7 @@ import yaml
 
 from trainables.objective import Objective, is_number
 from trainables.outputs import OPTUNA_DB, SPEC_FILE, SUMMARY_FILE, study_storage_url
-from trainables.prepare.folder_lock import is_running
+from trainables.folder_lock import is_running
 from trainables.results.record import SEARCH_FINISHED, TIME_ATTRS, SearchRecord
 from trainables.spec.distributions import optuna_scalar
 from trainables.spec.schema import SearchSpec

@@ -45,7 +45,7 @@ def launch_search(spec: SearchSpec, options: SearchOptions, where: str = "spec",
     """What ``launch.py`` does once the spec is loaded: take the folder's lock (refused at
     once while another launch holds it), check the data and the model, prepare the folder,
     run the search. Returns the summary."""
-    from trainables.prepare.folder_lock import FolderLock
+    from trainables.folder_lock import FolderLock
     from trainables.prepare.preflight import (
         check_data_and_model,
         make_output_folder,
