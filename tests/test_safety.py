@@ -79,6 +79,7 @@ def test_resources_no_node_has_are_refused_at_once(ray_cluster, tmp_path: Path) 
     assert prepare_output(spec, out, resume=False) is False
 
 
+@pytest.mark.slow
 def test_cli_refuses_impossible_resources_with_one_line(tmp_path: Path) -> None:
     raw = tiny_mae_spec("too-many-gpus")
     raw["resources"] = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1, "use_gpu": "yes"}

@@ -109,6 +109,7 @@ def _clips_spec(tmp_path: Path, **changes) -> Path:
     return write_spec(tmp_path, raw, "clips.yaml")
 
 
+@pytest.mark.slow
 def test_a_bad_model_argument_is_refused_at_load_as_one_line(tmp_path: Path) -> None:
     spec_file = _clips_spec(tmp_path, model__args__fusion="max")
     with pytest.raises(SpecError) as caught:
@@ -224,6 +225,7 @@ def _launch(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line_before_ray(tmp_path: Path) -> None:
     spec_file = write_spec(tmp_path, _with(tiny_mae_spec(), "training/epochs", -1), "neg.yaml")
     result = _launch("--space", str(spec_file), "--out", str(tmp_path / "out"))
@@ -234,6 +236,7 @@ def test_cli_bad_input_exits_2_with_one_line_before_ray(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()  # nothing written, no cluster started
 
 
+@pytest.mark.slow
 def test_cli_corrupt_data_file_is_one_line(tmp_path: Path) -> None:
     corrupt = tmp_path / "cubes.h5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00garbage" * 64)
@@ -244,6 +247,7 @@ def test_cli_corrupt_data_file_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_cli_dry_run_previews_without_ray(tmp_path: Path) -> None:
     spec_file = write_spec(tmp_path, tiny_mae_spec())
     result = _launch("--space", str(spec_file), "--dry-run", "--set", "budget.trials=5")
@@ -305,6 +309,7 @@ def test_a_data_kind_registered_by_an_imported_module_loads_and_builds(tmp_path:
     assert (len(splits.train), len(splits.val)) == (4, 2) and splits.train[0]["cube"].shape == (10, 8, 8)
 
 
+@pytest.mark.slow
 def test_dry_run_accepts_a_data_kind_of_the_users_own(tmp_path: Path) -> None:
     result = _launch("--space", str(write_spec(tmp_path, _user_kind_spec())), "--dry-run")
     assert result.returncode == 0, result.stderr
