@@ -86,6 +86,7 @@ def test_report_charts_table_and_html_reflect_the_trials(searched) -> None:
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     assert page.count("<tr") == len(summary["trials"]) + 1
+    assert "search finished." in page and "provisional" not in page  # the search's own last report
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def render_html(search: SearchData, charts: dict[str, Path | None], header: list
     is one the report chose not to draw, and its caption says why."""
     captions = captions or {}
     spec = search.spec
-    state = "finished" if search.finished else "still running (or interrupted): statuses are provisional"
+    state = search.state_words()
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(spec.experiment)} report</title>",
         f"<style>{STYLE}</style></head><body>",

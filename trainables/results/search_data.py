@@ -16,7 +16,7 @@ import yaml
 from trainables.objective import Objective, is_number
 from trainables.outputs import OPTUNA_DB, SPEC_FILE, SUMMARY_FILE, study_storage_url
 from trainables.folder_lock import is_running
-from trainables.results.record import SEARCH_FINISHED, TIME_ATTRS, SearchRecord
+from trainables.results.record import RUNNING, SEARCH_FINISHED, SEARCH_INTERRUPTED, TIME_ATTRS, SearchRecord
 from trainables.spec.distributions import optuna_scalar
 from trainables.spec.schema import SearchSpec
 
@@ -50,6 +50,14 @@ class SearchData:
     @property
     def finished(self) -> bool:
         return self.state == SEARCH_FINISHED
+
+    def state_words(self) -> str:
+        """The search's state as the report states it."""
+        if self.finished:
+            return "finished"
+        if self.state == SEARCH_INTERRUPTED:
+            return "interrupted (the same command continues it): statuses as they stood"
+        return "still running, or its launcher was killed: statuses are provisional"
 
     @property
     def metric(self) -> str:
@@ -85,7 +93,8 @@ def gather(out_dir: Path) -> SearchData:
     record = SearchRecord(out_dir, spec.objective)
     if not record.trials:
         raise NotASearchError(f"{out_dir}: no trial has started yet")
-    live = is_running(out_dir)
+    # The launch that writes a search's last report still holds the lock: the record's end decides.
+    live = record.state == RUNNING and is_running(out_dir)
     origin = record.sessions[0]["t"]
     trials = []
     for trial in sorted(record.trials.values(), key=lambda t: t.trial_id):
