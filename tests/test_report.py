@@ -129,15 +129,18 @@ def test_a_budget_in_training_seconds_compares_each_trial_where_it_crossed_the_r
         return SimpleNamespace(rows=[{"epoch": i + 1, TRIAL_SECONDS: t, "val_mse": v}
                                      for i, (t, v) in enumerate(seconds_and_values)])
 
+    # The last trial's one epoch passed both 60 and 180 s: it was never measured at 60 s.
     trials = [trial((30, 0.9), (70, 0.8), (190, 0.5)), trial((50, 0.95), (65, 0.7)),
-              trial((100, 1.0)), trial((20, 1.1))]
-    search = SimpleNamespace(trials=trials, rungs=[60, 180, 540], time_attr=TRIAL_SECONDS)
+              trial((100, 1.0)), trial((20, 1.1)), trial((200, 0.6))]
+    search = SimpleNamespace(trials=trials, rungs=[60, 180, 540], time_attr=TRIAL_SECONDS, metric="val_mse",
+                             spec=SimpleNamespace(max_t=1620))
     budget = common_budget(search)
     assert (budget.key, budget.at, budget.trials, budget.name) == (TRIAL_SECONDS, 60, 3, "60 s of training")
-    assert [budget.value(t.rows, "val_mse") for t in trials] == [0.8, 0.7, 1.0, None]
+    assert [budget.value(t.rows, "val_mse") for t in trials] == [0.8, 0.7, 1.0, None, None]
     # Too few trials at the first rung (60 s: 2 of 4): the highest epoch enough of them reached.
     few = SimpleNamespace(trials=[*trials[:2], trial((40, 1.0), (55, 0.9)), trial((45, 1.2))],
-                          rungs=[60, 180, 540], time_attr=TRIAL_SECONDS)
+                          rungs=[60, 180, 540], time_attr=TRIAL_SECONDS, metric="val_mse",
+                          spec=SimpleNamespace(max_t=1620))
     budget = common_budget(few)
     assert (budget.key, budget.at, budget.trials, budget.name) == ("epoch", 2, 3, "epoch 2")
     assert [budget.value(t.rows, "val_mse") for t in few.trials] == [0.8, 0.7, 0.9, None]

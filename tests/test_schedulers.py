@@ -11,7 +11,7 @@ import pytest
 
 from trainables.objective import Objective
 from trainables.results.record import PAUSED, SearchRecord
-from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, trial_seed
+from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, trial_seed, values_at_rungs
 from trainables.search.schedulers import CONTINUE, PAUSE, POLICIES, STOP
 from trainables.spec.schedulers import AshaScheduler, PromotionScheduler
 
@@ -112,3 +112,15 @@ def test_the_sampler_learns_from_paused_trials_at_equal_rungs() -> None:
     view = sampler_view(space, "minimize", seen)
     assert [t.state for t in view.trials] == [optuna.trial.TrialState.PRUNED] * 10
     assert len(sampler_view(space, "minimize", seen, trusted=lambda k: False).trials) == 0
+
+
+def test_a_result_that_skipped_a_rung_is_compared_only_at_the_rung_it_stands_for() -> None:
+    # Rungs 1 and 3 (max_t 9); one long epoch took trial "big" from 0 to 4: it was never measured at 1.
+    policy = _promotion()
+    for trial, value in [("a", 0.5), ("b", 0.6), ("c", 0.7)]:
+        policy.on_result(trial, 1, value)
+    assert policy.on_result("big", 4, 0.1) == PAUSE  # alone at rung 3 (fewer than eta entries there)
+    assert policy.rung_of("big") == 3
+    assert policy.candidates(new_trials_left=True) == ["a"]  # rung 1 still holds a, b, c only
+    assert values_at_rungs([(4, 0.1), (5, 0.05)], [1, 3]) == {1: 0.1}
+    assert values_at_rungs([(1, 0.5), (2, 0.4), (3, 0.3)], [1, 3]) == {0: 0.5, 1: 0.3}

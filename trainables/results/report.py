@@ -44,6 +44,9 @@ class Budget:
     key: str
     at: float
     trials: int
+    # The next budget: a trial whose first row at or past ``at`` lies at or past ``until`` (one
+    # long epoch passed this budget and the next) was never measured here, and has no value.
+    until: float = math.inf
 
     @property
     def name(self) -> str:
@@ -54,8 +57,10 @@ class Budget:
         return f"at {self.name} ({self.trials} trials reached it)"
 
     def value(self, rows: list[dict[str, Any]], metric: str) -> float | None:
-        """A trial's value at the budget as ASHA saw it: at its first epoch that reached it."""
-        return next((row[metric] for row in rows if row[self.key] >= self.at), None)
+        """A trial's value at the budget as the scheduler saw it: at its first epoch that
+        reached it, if that epoch came before the next budget (rung_at decides the same)."""
+        row = next((row for row in rows if row[self.key] >= self.at), None)
+        return row[metric] if row is not None and row[self.key] < self.until else None
 
 
 def common_budget(search: SearchData, min_trials: int = MIN_BUDGET_TRIALS) -> Budget | None:
@@ -66,7 +71,7 @@ def common_budget(search: SearchData, min_trials: int = MIN_BUDGET_TRIALS) -> Bu
     where trials are compared: parallel coordinates ask for MIN_BUDGET_TRIALS, importances
     for MIN_IMPORTANCE_TRIALS."""
     if search.rungs:
-        found = _highest_reached(search, search.time_attr, search.rungs, min_trials)
+        found = _highest_reached(search, search.time_attr, search.rungs, min_trials, end=search.spec.max_t)
         if found is not None:
             return found
     last_epochs = [t.rows[-1]["epoch"] for t in search.trials if t.rows]
@@ -85,20 +90,22 @@ def importance_budget(search: SearchData) -> tuple[Budget | None, str]:
         return None, why + "no trial has a value yet."
     why += f"only {len(scored)} trial{'s' if len(scored) != 1 else ''} {'have' if len(scored) != 1 else 'has'} a value"
     if search.rungs:
-        first = Budget(search.time_attr, search.rungs[0], 0)
+        first = Budget(search.time_attr, search.rungs[0], 0, until=[*search.rungs, search.spec.max_t][1])
         reached = sum(first.value(t.rows, search.metric) is not None for t in scored)
         why += f", {reached} of them reached the first rung ({first.name})"
     return None, why + "."
 
 
-def _highest_reached(search: SearchData, key: str, candidates: Iterable[float], min_trials: int) -> Budget | None:
-    reached = [t.rows[-1][key] for t in search.trials if t.rows]
-    need = max(min_trials, math.ceil(len(reached) / 2))
+def _highest_reached(search: SearchData, key: str, candidates: Iterable[float], min_trials: int,
+                     end: float = math.inf) -> Budget | None:
+    scored = [t for t in search.trials if t.rows]
+    need = max(min_trials, math.ceil(len(scored) / 2))
     found = None
-    for at in sorted(candidates):
-        count = sum(last >= at for last in reached)
+    positions = sorted(candidates)
+    for at, until in zip(positions, [*positions[1:], end]):
+        count = sum(Budget(key, at, 0, until).value(t.rows, search.metric) is not None for t in scored)
         if count >= need:
-            found = Budget(key, at, count)
+            found = Budget(key, at, count, until)
     return found
 
 
@@ -130,8 +137,11 @@ def equal_training_budgets(search: SearchData) -> list[Budget]:
         epochs = search.spec.training.epochs
         key, positions = "epoch", [max(1, round(epochs * f)) for f in NO_RUNG_FRACTIONS]
     positions = sorted(set(positions))
-    return [Budget(key, at, sum(Budget(key, at, 0).value(t.rows, search.metric) is not None for t in search.trials))
-            for at in positions]
+    budgets = []
+    for at, until in zip(positions, [*positions[1:], math.inf]):
+        reached = sum(Budget(key, at, 0, until).value(t.rows, search.metric) is not None for t in search.trials)
+        budgets.append(Budget(key, at, reached, until))
+    return budgets
 
 
 def choice_params(search: SearchData) -> list[str]:

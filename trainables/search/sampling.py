@@ -26,6 +26,7 @@ import optuna
 
 from trainables.objective import is_number
 from trainables.results.record import ENDED, FINISHED, STOPPED
+from trainables.search.schedulers.base import rung_at
 from trainables.spec.distributions import Choice, optuna_scalar
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -68,14 +69,13 @@ class Observation:
 
 
 def values_at_rungs(results: Iterable[tuple[float, float | None]], rungs: Sequence[float]) -> dict[int, float]:
-    """Rung index -> the value of the first result at or past that rung (results in order)."""
+    """Rung index -> the value of the first result that stands for that rung (``rung_at``;
+    results in order). A rung a result skipped has no value."""
     found: dict[int, float] = {}
     for t, value in results:
-        if not is_number(value):
-            continue
-        for k, rung in enumerate(rungs):
-            if t >= rung and k not in found:
-                found[k] = float(value)
+        k = rung_at(t, rungs)
+        if is_number(value) and k is not None and k not in found:
+            found[k] = float(value)
     return found
 
 

@@ -102,6 +102,15 @@ def time_key_of(scheduler_spec: Any) -> str:
     return TIME_ATTRS[scheduler_spec.time_attr]
 
 
+def rung_at(t: float, rungs: list[float] | tuple[float, ...]) -> int | None:
+    """The index of the rung a result at ``t`` stands for: the highest rung at or below ``t``
+    (None below the first). A result that skipped a rung (a time rung passed within one long
+    epoch) is not entered there: at that rung it would be compared, with more training,
+    against trials measured at the rung, which is not equal training."""
+    below = [k for k, rung in enumerate(rungs) if t >= rung]
+    return below[-1] if below else None
+
+
 def clean_rung(t: float) -> float | int:
     """A rung as it is written (60, not 60.0)."""
     return int(t) if float(t).is_integer() else t

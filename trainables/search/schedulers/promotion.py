@@ -26,7 +26,15 @@ from scipy.stats import spearmanr
 
 from trainables.objective import Objective, is_number
 from trainables.results.record import PAUSED, SearchRecord
-from trainables.search.schedulers.base import CONTINUE, PAUSE, STOP, clean_rung, recorded_results, time_key_of
+from trainables.search.schedulers.base import (
+    CONTINUE,
+    PAUSE,
+    STOP,
+    clean_rung,
+    recorded_results,
+    rung_at,
+    time_key_of,
+)
 
 
 def promotion_rungs(grace_period: float, reduction_factor: float, max_t: float) -> list[float]:
@@ -153,10 +161,9 @@ class PromotionPolicy:
 
     # ----- inside -----
     def _enter(self, trial_id: str, t: float, signed: float) -> int | None:
-        """Enter every rung ``t`` has reached and the trial had not; the highest such rung."""
-        entered = None
-        for k, rung in enumerate(self._rungs):
-            if t >= rung and trial_id not in self._entries[k]:
-                self._entries[k][trial_id] = signed
-                entered = k
-        return entered
+        """Enter the rung ``t`` stands for (``rung_at``) if the trial had not; its index."""
+        k = rung_at(t, self._rungs)
+        if k is None or trial_id in self._entries[k]:
+            return None
+        self._entries[k][trial_id] = signed
+        return k
