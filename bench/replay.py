@@ -89,7 +89,7 @@ from trainables.objective import Objective
 from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, startup_point, values_at_rungs
 from trainables.search.schedulers import CONTINUE, PAUSE, POLICIES, STOP
 from trainables.spec.distributions import Distribution, IntRange, LogUniform, Uniform
-from trainables.spec.schedulers import SchedulerSpec
+from trainables.spec.schedulers import SchedulerSpec, default_scheduler
 
 # The promotion policy's Spearman check meets tied values (MNIST-1D configurations that map to one
 # recorded curve): it reads the NaN as "not yet decidable", and says so through scipy each time.
@@ -278,12 +278,18 @@ def scheduler(kind: str, grace: int = 1, eta: float = 3.0, **more: Any) -> dict[
     return {"type": kind, "grace_period": grace, "reduction_factor": float(eta), **more}
 
 
+# What a spec without ``scheduler:`` or searcher settings gets: TPE (start-up 5) and
+# trainables/spec/schedulers.py's default_scheduler(), its first rung at its own fraction of max_t.
+SERVICE_DEFAULT = Method("service default (TPE + promotion, grace max_t/4)",
+                         default_scheduler().model_dump(exclude_none=True), "optuna")
+
+
 def standard_methods(corpus: Corpus, grace: int | None = None, eta: float | None = None) -> list[Method]:
     """promotion, asha, hyperband, none, each with TPE and random; the oracle. Rungs at the
     corpus's grace and eta (MNIST-1D: 3, 9, 27, as the live comparison)."""
     grace = corpus.grace if grace is None else grace
     eta = corpus.eta if eta is None else eta
-    methods = []
+    methods = [SERVICE_DEFAULT]
     for sampler_kind, label in (("optuna", "TPE"), ("random", "random")):
         for kind in ("promotion", "asha", "hyperband", "none"):
             methods.append(Method(f"{label} + {kind}", scheduler(kind, grace, eta), sampler_kind))
@@ -691,7 +697,7 @@ def sweep_settings(corpus: Corpus) -> list[Method]:
         return Method(name, scheduler("promotion", settings.pop("grace"), settings.pop("eta"), **settings),
                       sampler, startup)
 
-    methods = []
+    methods = [Method(f"TPE: {SERVICE_DEFAULT.name}", SERVICE_DEFAULT.scheduler, "optuna")]
     for sampler, label in (("optuna", "TPE"), ("random", "random")):
         methods += [promo(f"{label}: promotion (base)", sampler)]
         methods += [promo(f"{label}: promotion grace {g}", sampler, grace=g) for g in (1, 3, 27)]

@@ -63,7 +63,7 @@ class PromotionScheduler(_Rungs):
     # highest later rung, over the trials that reached both, is at least this; once
     # `trust_pairs` trials allow the check and it fails, trials no longer pause there.
     trust_correlation: float = Field(default=0.3, ge=-1.0, le=1.0)
-    trust_pairs: PositiveInt = 5
+    trust_pairs: PositiveInt = 10  # 10 ranked above 5 in bench/replay.py --choose-defaults
 
 
 SchedulerSpec = Annotated[Union[PromotionScheduler, AshaScheduler, HyperbandScheduler, NoScheduler],
