@@ -3,22 +3,26 @@
 `python launch.py report OUT` to draw a search's report.
 
 Parses arguments, loads and checks the spec, then hands over to trainables.search.run. Every
-input problem ends here as one line on stderr and exit status 2, before Ray starts.
+input problem (a damaged record included) ends here as one line on stderr and exit status 2,
+before Ray starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from trainables.folder_lock import FolderBusyError
-from trainables.results.record import SEARCH_INTERRUPTED
-from trainables.spec.schema import SpecError
+from trainables.results.record import SEARCH_INTERRUPTED, DamagedRecordError
 from trainables.spec.loading import load_spec
+from trainables.spec.schema import SpecError
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
+# A search interrupted by a signal exits as the shell reports a command the signal ended:
+# 128 + its number (130 for Ctrl-C, 143 for SIGTERM), so a batch system sees it was preempted.
+EXIT_SIGNALLED = 128
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +73,7 @@ def report(argv: list[str]) -> int:
     from trainables.tracking.runs import log_report_folder
 
     try:
-        folder = write_report(out)
+        folder = write_report(out, echo=lambda line: print(line, file=sys.stderr))
     except NotASearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -101,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         options = SearchOptions(out_dir=out_dir, mlflow_uri=args.mlflow_uri, address=args.address,
                                 resume=args.resume, verbose=0 if args.quiet else 1)
         summary = launch_search(spec, options, where=spec_path.name)
-    except (SpecError, FolderBusyError) as exc:
+    except (SpecError, FolderBusyError, DamagedRecordError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if summary["state"] == SEARCH_INTERRUPTED:
-        return EXIT_INTERRUPTED
+        return EXIT_SIGNALLED + signal.Signals[summary["interrupted_by"]]
     return 0 if summary["best"] is not None else 1
 
 

@@ -1,5 +1,6 @@
-"""Interruptions, for real: kill -9 of the launcher, Ctrl-C (SIGINT to its process group), and a
-second launch on a running folder. The same command continues a search where it stopped."""
+"""Interruptions, for real: kill -9 of the launcher, Ctrl-C (SIGINT to its process group), SIGTERM
+(to the launcher alone and to its process group: a preempted node), and a second launch on a
+running folder. The same command continues a search where it stopped."""
 
 from __future__ import annotations
 
@@ -160,6 +161,42 @@ def test_ctrl_c_interrupts_truthfully_and_the_same_command_continues(tmp_path: P
     runs = client.search_runs([info["experiment_id"]],
                               filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == trials
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["launcher", "process-group"])
+def test_sigterm_interrupts_like_ctrl_c_and_the_same_command_continues(tmp_path: Path, to_group: bool) -> None:
+    """What a preempting scheduler sends: SIGTERM, then SIGKILL after a grace period (30 s here)."""
+    trials, epochs = 3, 4
+    spec_file = _spec(tmp_path, "sigterm", trials, epochs, scheduler="none", concurrency=2)
+    out = tmp_path / "out"
+    log = tmp_path / "first.log"
+    first = launch(launch_command(spec_file, out), log, ENV)
+    _wait_for(first, log, lambda: sum(len(r) for r in recorded_epochs(out).values()) >= 2)
+
+    if to_group:
+        os.killpg(first.pid, signal.SIGTERM)
+    else:
+        os.kill(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=30) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Interrupted (SIGTERM)" in text and "same command" in text and "Traceback" not in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "interrupted" and summary["interrupted_by"] == "SIGTERM"
+    cut = {t["trial_id"] for t in summary["trials"] if t["status"] == "interrupted"}
+    assert cut and all(t["epochs"] >= 1 for t in summary["trials"] if t["trial_id"] in cut)
+    info = summary["mlflow"]
+    client = MlflowClient(info["tracking_uri"])
+    assert client.get_run(info["parent_run_id"]).info.status == "KILLED"
+    runs = client.search_runs([info["experiment_id"]],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+    assert {r.data.tags[TRIAL_ID_TAG] for r in runs if r.info.status == "KILLED"} == cut
+
+    second = _run(spec_file, out, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "Resuming the search" in second.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["interrupted_by"] is None and len(summary["trials"]) == trials
+    _assert_every_epoch_once(out, {t["trial_id"]: epochs for t in summary["trials"]})
 
 
 def _decisions(out: Path) -> list[tuple]:

@@ -11,13 +11,14 @@ that holds the folder's lock, one line per event, as it happens:
     {"e": "promote", "id": ...}                                     a paused trial continues (issued again)
     {"e": "end", "id": ..., "status": ..., "reason": ..., "rung": k}
     {"e": "pruned", "ids": [...]}                                   checkpoints deleted when the search ended
-    {"e": "session_end", "how": "finished" | "interrupted"}
+    {"e": "session_end", "how": "finished" | "interrupted", "signal": "SIGTERM"}   (signal: what interrupted it)
 
 Everything else reads it: summary.json, the report, MLflow, Optuna, the Ray metrics and the
 console are projections, and a resumed search restores ASHA's rungs and Optuna's history
 from it. Appending a line costs the same for the 1st trial as for the 1,000th (Tune's own
 snapshot rewrites every trial at every checkpoint). A line cut short by a kill is dropped
-on the next open. An epoch is recorded once: a trial that resumes from its checkpoint
+on the next open; a bad line before the last (a full disk, a crash on a network file system)
+is named (DamagedRecordError), never guessed past. An epoch is recorded once: a trial that resumes from its checkpoint
 reports that epoch again, and the repeat is ignored.
 
 The statuses (one vocabulary for every reader): a trial is ``running`` until it ends as
@@ -55,6 +56,17 @@ TRIAL_SECONDS = "trial_seconds"
 TIME_ATTRS = {"training_iteration": "epoch", "time_total_s": TRIAL_SECONDS}
 # How a search (a session of it) ended.
 SEARCH_FINISHED, SEARCH_INTERRUPTED = "finished", "interrupted"
+
+
+class DamagedRecordError(ValueError):
+    """A line of the record, before its last, is not a whole event: what follows cannot be trusted."""
+
+    def __init__(self, path: Path, line: int) -> None:
+        self.path, self.line = path, line
+        super().__init__(f"{path}: line {line} is damaged (cut short or not JSON; a full disk or a crash can "
+                         f"leave that). Nothing was changed. Move the folder aside to start afresh, or delete "
+                         f"line {line} and every line after it to continue from what comes before "
+                         f"(sed -i '{line},$d' {path})")
 
 
 @dataclass
@@ -116,9 +128,12 @@ class RecordListener:
 
 
 class SearchRecord:
-    """The folded record of one output folder; ``open_for_writing`` makes it the writer."""
+    """The folded record of one output folder; ``open_for_writing`` makes it the writer.
 
-    def __init__(self, out_dir: Path, objective: Objective) -> None:
+    A damaged line raises DamagedRecordError; with ``up_to_damage`` (a reader that draws what
+    it can) the record is folded up to that line instead, and ``damage`` names it."""
+
+    def __init__(self, out_dir: Path, objective: Objective, up_to_damage: bool = False) -> None:
         self.out_dir = out_dir
         self.objective = objective
         self.trials: dict[str, TrialRecord] = {}
@@ -126,9 +141,15 @@ class SearchRecord:
         self._handle = None
         self._listeners: list[RecordListener] = []
         self.path = out_dir / RECORD_FILE
+        self.damage: DamagedRecordError | None = None
         if self.path.exists():
-            for event in _read_events(self.path):
-                self._apply(event)
+            try:
+                for event in _read_events(self.path):
+                    self._apply(event)
+            except DamagedRecordError as exc:
+                if not up_to_damage:
+                    raise
+                self.damage = exc
 
     # ----- reading -----
     @property
@@ -137,6 +158,11 @@ class SearchRecord:
         if not self.sessions:
             return SEARCH_INTERRUPTED
         return self.sessions[-1].get("how") or RUNNING
+
+    @property
+    def interrupted_by(self) -> str | None:
+        """The signal that interrupted the last launch (SIGINT, SIGTERM), if one did."""
+        return self.sessions[-1].get("signal") if self.sessions else None
 
     def status(self, trial: TrialRecord, live: bool = False) -> str:
         """The trial's status as a reader reports it: a trial not ended is running only while
@@ -249,9 +275,9 @@ class SearchRecord:
             self._handle.close()
             self._handle = None
 
-    def close(self, how: str) -> None:
+    def close(self, how: str, signal_name: str | None = None) -> None:
         if self._handle is not None:
-            self._write({"e": "session_end", "how": how})
+            self._write({"e": "session_end", "how": how, **({"signal": signal_name} if signal_name else {})})
             self._handle.close()
             self._handle = None
 
@@ -270,7 +296,7 @@ class SearchRecord:
             self.sessions.append({"t": event["t"], "last": event["t"], "host": event.get("host"),
                                   "pid": event.get("pid"), "how": None})
         elif kind == "session_end":
-            self.sessions[-1]["how"] = event["how"]
+            self.sessions[-1].update(how=event["how"], signal=event.get("signal"))
         elif kind == "trial":
             self.trials[event["id"]] = TrialRecord(event["id"], event["config"], event["number"], event.get("study"),
                                                    issued_at=event["t"])
@@ -311,11 +337,17 @@ class SearchRecord:
 
 
 def _read_events(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open() as handle:
-        for line in handle:
+    with path.open(errors="replace") as handle:  # garbage bytes are damage, named below, not a UnicodeError
+        for number, line in enumerate(handle, 1):
             if not line.endswith("\n"):
                 return  # cut short by a kill: dropped (and truncated by the next writer)
-            yield json.loads(line)
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                raise DamagedRecordError(path, number) from None
+            if not isinstance(event, dict) or "e" not in event or "t" not in event:
+                raise DamagedRecordError(path, number)
+            yield event
 
 
 def checkpoint_relpath(trial_id: str, epoch: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,9 +186,13 @@ def budget_study(search: SearchData, budget: Budget) -> optuna.Study:
     return study
 
 
-def write_report(out_dir: Path) -> Path:
-    """Write ``<out>/report/`` (charts, trials.csv, report.html); returns that folder."""
+def write_report(out_dir: Path, echo: Callable[[str], None] = lambda line: None) -> Path:
+    """Write ``<out>/report/`` (charts, trials.csv, report.html); returns that folder. A damaged
+    record is drawn up to its damaged line, and ``echo`` is told where it stops."""
     search = gather(out_dir)
+    if search.damage:
+        echo(f"{search.damage.path}: line {search.damage.line} is damaged; the report shows the search up to "
+             f"line {search.damage.line - 1}.")
     folder = out_dir / REPORT_DIR
     folder.mkdir(exist_ok=True)
     budget = common_budget(search)

@@ -16,7 +16,14 @@ import yaml
 from trainables.objective import Objective, is_number
 from trainables.outputs import OPTUNA_DB, SPEC_FILE, SUMMARY_FILE, study_storage_url
 from trainables.folder_lock import is_running
-from trainables.results.record import RUNNING, SEARCH_FINISHED, SEARCH_INTERRUPTED, TIME_ATTRS, SearchRecord
+from trainables.results.record import (
+    RUNNING,
+    SEARCH_FINISHED,
+    SEARCH_INTERRUPTED,
+    TIME_ATTRS,
+    DamagedRecordError,
+    SearchRecord,
+)
 from trainables.spec.distributions import optuna_scalar
 from trainables.spec.schema import SearchSpec
 
@@ -46,6 +53,7 @@ class SearchData:
     study: optuna.Study
     params: list[str]  # the searched hyperparameters
     best_test: dict[str, float] | None  # the best model's test-split metrics, once the search has ended
+    damage: DamagedRecordError | None = None  # the record's damaged line: everything here comes before it
 
     @property
     def finished(self) -> bool:
@@ -90,7 +98,7 @@ def gather(out_dir: Path) -> SearchData:
     if not spec_path.is_file():
         raise NotASearchError(f"{out_dir}: no {SPEC_FILE}: not the output folder of a search")
     spec = SearchSpec.model_validate(yaml.safe_load(spec_path.read_text()))
-    record = SearchRecord(out_dir, spec.objective)
+    record = SearchRecord(out_dir, spec.objective, up_to_damage=True)
     if not record.trials:
         raise NotASearchError(f"{out_dir}: no trial has started yet")
     # The launch that writes a search's last report still holds the lock: the record's end decides.
@@ -109,7 +117,7 @@ def gather(out_dir: Path) -> SearchData:
     summary = json.loads((out_dir / SUMMARY_FILE).read_text()) if (out_dir / SUMMARY_FILE).exists() else {}
     return SearchData(out_dir=out_dir, spec=spec, trials=trials, state="running" if live else record.state,
                       best_trial_id=best.trial_id if best else None, study=load_study(spec, out_dir, trials),
-                      params=params, best_test=(summary.get("best") or {}).get("test"))
+                      params=params, best_test=(summary.get("best") or {}).get("test"), damage=record.damage)
 
 
 def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optuna.Study:

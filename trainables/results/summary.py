@@ -81,6 +81,7 @@ def write_summary(record: SearchRecord, experiment: str, best_dir: Path | None, 
         "metric": objective.metric,
         "mode": objective.mode,
         "state": record.state,
+        "interrupted_by": record.interrupted_by,  # the signal (SIGINT, SIGTERM) when one interrupted it
         "trials": [trial_entry(record, t) for t in sorted(record.trials.values(), key=lambda t: t.trial_id)],
         "best": None if best is None else {
             "trial_id": best.trial_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,23 @@ RAY_ENV = {
     # step, and a step of a large model on CPU (or a checkpoint write) can exceed the 2 s default.
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
 }
+
+
+@contextmanager
+def _sigterm_blocked_in_children(embedded: bool) -> Iterator[None]:
+    """An embedded cluster's processes (GCS, raylet, their workers) inherit SIGTERM blocked, as
+    Ray already blocks SIGINT in them: a SIGTERM to the launcher's process group (a preempted
+    node, a Slurm job step) then reaches the launcher alone, which ends the search as
+    interrupted and stops the cluster itself. Unblocked again here; one that came meanwhile is
+    delivered then."""
+    if not embedded:
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[str | None, bool]:
@@ -48,7 +66,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[st
     # runtime_env carries the settings to every trial and Train worker.
     # "local" starts a new embedded cluster even when another search's cluster runs on this
     # machine (address=None would join it).
-    with _loopback_only(embedded=address is None):
+    with _loopback_only(embedded=address is None), _sigterm_blocked_in_children(embedded=address is None):
         context = ray.init(address=address or "local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
                            logging_level="WARNING", configure_logging=True,
                            runtime_env={"env_vars": dict(RAY_ENV)})

@@ -25,18 +25,18 @@ from trainables.spec.schema import SearchSpec
 
 
 def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs: Any, interrupted: bool,
-               seconds: float, echo: Callable[[str], None]) -> dict[str, Any]:
+               seconds: float, echo: Callable[[str], None], signal_name: str | None = None) -> dict[str, Any]:
     """Write what the search leaves and return its summary.
 
     Interrupted: unfinished trials stay unfinished (their runs KILLED, their checkpoints
-    kept), and summary.json says interrupted; nothing is exported. Finished: trials the time
+    kept), and summary.json says interrupted (and by which signal); nothing is exported. Finished: trials the time
     limit cut off end as stopped early, checkpoints are pruned to the best of the kept trials,
     the best is exported to best/, and MLflow, summary.json and the report are written.
     """
     if interrupted:
         trial_runs.interrupted()
         tracker.interrupt()
-        record.close(SEARCH_INTERRUPTED)
+        record.close(SEARCH_INTERRUPTED, signal_name)
         path = write_summary(record, spec.experiment, None, tracker.info())
         echo(print_trials(record, spec, seconds, path, None))
         echo(f"Interrupted: {len(record.unfinished())} unfinished trial(s) keep their last completed epoch "

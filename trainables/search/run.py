@@ -6,9 +6,10 @@ same folder is refused, and ``run_search`` does the rest. Everything a search wr
 under its output folder (see trainables/outputs.py); its record (trainables/results/record.py) is
 written as things happen and read by everything that reports on it.
 
-Ctrl-C: the first ends every running trial at its last completed epoch (already recorded
-and checkpointed), records the search as interrupted and returns; the same command then
-continues it. A second Ctrl-C ends at once.
+Ctrl-C (SIGINT) and SIGTERM (a preempted node, Slurm's --signal, Kubernetes' pod deletion):
+the first ends every running trial at its last completed epoch (already recorded and
+checkpointed), records the search as interrupted and returns; the same command then
+continues it. A second signal ends at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from typing import Any
 from ray.tune.stopper import Stopper
 
 from trainables.spec.schema import SearchSpec, SpecError
+
+# What ends a search as interrupted, not as a result: Ctrl-C, and the polite kill of a scheduler
+# or an orchestrator that preempts the node (SIGKILL follows its grace period).
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -160,15 +165,18 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         # fit() ends by reading Tune's result files, which the service does not write.
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         started = time.monotonic()
-        with _without_tune_extras(), stop.catching_sigint():
+        # After connect(): ray.init installs its own SIGTERM handler, which this one replaces.
+        with _without_tune_extras(), stop.catching_signals():
             try:
                 if to_issue > 0:  # a finished search reopened with --resume has none
                     tuner.fit()
-            except KeyboardInterrupt:  # the second Ctrl-C: end now; every recorded epoch is kept
+            except KeyboardInterrupt:  # the second signal: end now; every recorded epoch is kept
                 stop.interrupted = True
+                stop.signal_name = stop.signal_name or signal.SIGINT.name  # Python's own Ctrl-C
         from trainables.search.ending import end_search
 
-        return end_search(spec, record, tracker, trial_runs, stop.interrupted, time.monotonic() - started, echo)
+        return end_search(spec, record, tracker, trial_runs, stop.interrupted, time.monotonic() - started, echo,
+                          stop.signal_name)
     finally:
         record.close_quietly()
         if started_here:
@@ -176,13 +184,14 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
 
 
 class SearchStop(Stopper):
-    """Ends the whole search on Ctrl-C or when its time limit is spent. Tune then stops the
-    running trials without calling them complete, so the record leaves them unfinished:
-    interrupted (continued by the next launch) or, at the time limit, stopped early."""
+    """Ends the whole search on Ctrl-C or SIGTERM, or when its time limit is spent. Tune then
+    stops the running trials without calling them complete, so the record leaves them
+    unfinished: interrupted (continued by the next launch) or, at the time limit, stopped early."""
 
     def __init__(self, seconds_left: float | None) -> None:
         self.deadline = None if seconds_left is None else time.monotonic() + seconds_left
         self.interrupted = False
+        self.signal_name: str | None = None  # the signal that interrupted the search
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
@@ -194,23 +203,26 @@ class SearchStop(Stopper):
         return self.interrupted or (self.deadline is not None and time.monotonic() >= self.deadline)
 
     @contextmanager
-    def catching_sigint(self) -> Iterator[None]:
-        """Tune's own handler is off (it would record a Ctrl-C as the end of the search)."""
-        def on_sigint(signum: int, frame: Any) -> None:
+    def catching_signals(self) -> Iterator[None]:
+        """Tune's own SIGINT handler is off (it would record a Ctrl-C as the end of the search),
+        and Ray's SIGTERM handler is replaced (it exits without ending the search)."""
+        def on_signal(signum: int, frame: Any) -> None:
             if self.interrupted:
                 raise KeyboardInterrupt
             self.interrupted = True
-            print("\nInterrupted: ending the running trials at their last completed epoch "
-                  "(Ctrl-C again to end at once).", file=sys.stderr, flush=True)
+            self.signal_name = signal.Signals(signum).name
+            print(f"\nInterrupted ({self.signal_name}): ending the running trials at their last completed epoch "
+                  "(Ctrl-C or a second signal to end at once).", file=sys.stderr, flush=True)
 
         if not _in_main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {signum: signal.signal(signum, on_signal) for signum in INTERRUPTING_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def _in_main_thread() -> bool:
