@@ -13,10 +13,10 @@ import pytest
 
 from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
 from trainables.outputs import RECORD_FILE, REPORT_DIR, SPEC_FILE
-from trainables.prepare.folder_lock import FolderLock
+from trainables.folder_lock import FolderLock
 from trainables.prepare.preflight import resolved_yaml, sample_configs
 from trainables.results.record import FINISHED, TRIAL_SECONDS, DamagedRecordError, SearchRecord
-from trainables.spec.schema import load_spec
+from trainables.spec.loading import load_spec
 
 TRIALS, EPOCHS = 3, 3
 # Line 1 is the session; each trial then writes its trial line, its epochs and its end.
