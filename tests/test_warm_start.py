@@ -202,3 +202,45 @@ def test_a_relative_folder_is_saved_absolute(tmp_path: Path, monkeypatch) -> Non
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
     assert spec.searcher.warm_start == [str(fine)]
     assert yaml.safe_load(resolved_yaml(spec))["searcher"]["warm_start"] == [str(fine)]
+
+
+@pytest.mark.slow
+def test_a_warm_started_search_begins_with_the_earlier_best(ray_cluster, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from trainables.search.run import SearchOptions, launch_search
+    from trainables.tracking.runs import WARM_START_TAG
+
+    raw = _raw("earlier", [])
+    raw["searcher"]["seed"] = 1
+    raw["budget"]["trials"] = 4
+    spec, _ = load_spec(str(write_spec(tmp_path, raw, "earlier.yaml")))
+    earlier = tmp_path / "earlier"
+    launch_search(spec, SearchOptions(out_dir=earlier, verbose=0), echo=lambda line: None)
+    before = _snapshot(earlier)
+    done = SearchRecord(earlier, spec.objective)
+    finished = [t for t in done.ranked() if t.status == FINISHED and t.best_value(spec.objective) is not None]
+    expected = [{path: t.config[path] for path in spec.search} for t in finished[:3]]
+    told = [t for t in done.trials.values() if t.status in (FINISHED, STOPPED)]
+    assert expected and told
+
+    spec_file = write_spec(tmp_path, _raw("warm", [str(earlier)]), "warm.yaml")
+    spec, _ = load_spec(str(spec_file))
+    out = tmp_path / "warm"
+    printed: list[str] = []
+    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), where=spec_file.name, echo=printed.append)
+
+    issued = sorted(SearchRecord(out, spec.objective).trials.values(), key=lambda t: t.number)
+    assert [t.config for t in issued[:len(expected)]] == expected
+    entry = {"folder": str(earlier), "used": len(told), "skipped": 4 - len(told), "outside_space": 0,
+             "tried_first": len(expected)}
+    assert summary["warm_start"] == [entry]
+    assert json.loads((out / "summary.json").read_text())["warm_start"] == [entry]
+    line = (f"Warm start from {earlier}: {len(told)} trials used, {4 - len(told)} skipped (0 outside this search "
+            f"space, {4 - len(told)} failed, unfinished or without a value at its rungs); its best {len(expected)} "
+            f"configuration(s) are tried first.")
+    assert line in "\n".join(printed).splitlines()
+    parent = MlflowClient(summary["mlflow"]["tracking_uri"]).get_run(summary["mlflow"]["parent_run_id"])
+    assert json.loads(parent.data.tags[WARM_START_TAG]) == [entry]
+    assert str(earlier) in parent.data.params["searcher.warm_start"]
+    assert _snapshot(earlier) == before  # the earlier search, byte for byte
