@@ -244,3 +244,11 @@ def test_a_warm_started_search_begins_with_the_earlier_best(ray_cluster, tmp_pat
     assert json.loads(parent.data.tags[WARM_START_TAG]) == [entry]
     assert str(earlier) in parent.data.params["searcher.warm_start"]
     assert _snapshot(earlier) == before  # the earlier search, byte for byte
+
+
+def test_a_folder_named_twice_is_one_line(tmp_path: Path) -> None:
+    fine = str(_other_search(tmp_path, "fine"))
+    spec_file = write_spec(tmp_path, _raw("warm", [fine, fine]))
+    with pytest.raises(SpecError) as caught:
+        load_spec(str(spec_file))
+    assert str(caught.value) == f"{spec_file}: searcher.warm_start.1: {fine} is named twice"
