@@ -158,7 +158,7 @@ def _other_search(tmp_path: Path, name: str, **changes) -> Path:
 BAD = {
     "missing": (lambda tmp: tmp / "nowhere", "no such folder: {folder}"),
     "not a search": (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty",
-                     "{folder} is not the output folder of a search (no record.jsonl and spec.yaml)"),
+                     "{folder} is not the output folder of a search (no record.jsonl in it)"),
     "another metric": (lambda tmp: _other_search(tmp, "loss", metric="val_loss"),
                        "the search in {folder} ranks trials by val_loss (min), this spec by val_mse (min); "
                        "warm start from a search with the same metric and mode"),

@@ -279,11 +279,11 @@ def _check_warm_start(spec: SearchSpec, where: str) -> None:
         key, path = f"searcher.warm_start.{index}", Path(folder)
         if not path.is_dir():
             raise SpecError(f"{where}: {key}: no such folder: {folder}")
-        earlier = yaml.safe_load((path / SPEC_FILE).read_text()) if (path / SPEC_FILE).is_file() else None
-        if not (path / RECORD_FILE).is_file() or not isinstance(earlier, dict):
-            raise SpecError(f"{where}: {key}: {folder} is not the output folder of a search "
-                            f"(no {RECORD_FILE} and {SPEC_FILE})")
-        metric, mode = earlier.get("metric"), earlier.get("mode")
+        for name in (RECORD_FILE, SPEC_FILE):
+            if not (path / name).is_file():
+                raise SpecError(f"{where}: {key}: {folder} is not the output folder of a search (no {name} in it)")
+        earlier = yaml.safe_load((path / SPEC_FILE).read_text())
+        metric, mode = (earlier.get("metric"), earlier.get("mode")) if isinstance(earlier, dict) else (None, None)
         if (metric, mode) != (spec.metric, spec.mode):
             raise SpecError(f"{where}: {key}: the search in {folder} ranks trials by {metric} ({mode}), "
                             f"this spec by {spec.metric} ({spec.mode}); warm start from a search with the same "
