@@ -11,7 +11,9 @@ Configurations are sampled on a view of the record (trainables/search/sampling.p
 ``optuna``, random for ``random``; grid points, from ``searcher.type: grid``, ``grid`` entries
 or an experiment matrix, are given in order and the other values sampled) and then written to
 the study. Unfinished trials of the record are issued again first, under their own ids and
-configurations; paused trials are issued again when the scheduler promotes them.
+configurations; paused trials are issued again when the scheduler promotes them. A
+warm-started search (warm_start.py) also tells the view the earlier searches' trials, and its
+first new configurations are their best.
 """
 
 from __future__ import annotations
@@ -178,14 +180,14 @@ class StudySearcher(_DriverOnly, Searcher):
         # A refused sample moves the seed (and the start-up design) on, so the next differs.
         number = issued + self._refused
         searcher = self.spec.searcher
-        first = len(self._first)  # a warm start's configurations come first; the start-up design after them
-        if number < first:
+        queued = len(self._first)  # a warm start's configurations come first; the start-up design after them
+        if number < queued:
             config = dict(self._first[number])
         else:
             fixed = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
-            startup = searcher.type == "optuna" and issued < first + searcher.startup_trials
+            startup = searcher.type == "optuna" and issued < queued + searcher.startup_trials
             if startup:
-                fixed = {**startup_point(self.spec.search, searcher.seed, number - first), **fixed}
+                fixed = {**startup_point(self.spec.search, searcher.seed, number - queued), **fixed}
             # TPE counts the earlier searches' trials as start-up trials (Optuna counts every trial
             # told): a warm-started search draws its own start-up trials at random explicitly.
             kind = "random" if startup and self.warm_starts else searcher.type
