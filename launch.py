@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
         out_dir = args.out or preflight.default_out_dir(spec)
         if args.dry_run:
+            preflight.check_warm_start(spec, out_dir, spec_path.name)
             preflight.check_data_and_model(spec, spec_path.name)
             print(preflight.dry_run_report(spec, out_dir))
             return 0

@@ -94,6 +94,16 @@ def sample_configs(spec: SearchSpec, count: int) -> list[dict[str, Any]]:
     return configs
 
 
+def check_warm_start(spec: SearchSpec, out_dir: Path, where: str) -> None:
+    """A search cannot start from its own folder (loading.py checks each folder is an earlier
+    search with this spec's metric and mode)."""
+    own = str(out_dir.expanduser().resolve())
+    for index, folder in enumerate(spec.searcher.warm_start):
+        if folder == own:
+            raise SpecError(f"{where}: searcher.warm_start.{index}: {folder} is this search's own output folder; "
+                            f"name an earlier search's (or choose another folder with --out)")
+
+
 def make_output_folder(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

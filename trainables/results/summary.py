@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,9 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def write_summary(record: SearchRecord, experiment: str, best_dir: Path | None, mlflow_info: dict[str, Any],
-                  extra_best: dict[str, Any] | None = None) -> Path:
-    """summary.json: every trial as the record states it, the best, and MLflow's ids."""
+                  extra_best: dict[str, Any] | None = None, warm_start: Sequence[dict[str, Any]] = ()) -> Path:
+    """summary.json: every trial as the record states it, the best, MLflow's ids, and the
+    earlier searches a warm-started search read (trainables/search/warm_start.py)."""
     best = record.best_trial()
     objective = record.objective
     summary = {
@@ -93,6 +95,7 @@ def write_summary(record: SearchRecord, experiment: str, best_dir: Path | None, 
             **(extra_best or {}),
         },
         "mlflow": mlflow_info,
+        "warm_start": list(warm_start),
     }
     path = record.out_dir / SUMMARY_FILE
     _write_atomically(path, summary)

@@ -25,6 +25,15 @@ def ray_banner(url: str | None, cluster: dict[str, float], concurrency: int, gpu
     return "\n".join(lines)
 
 
+def warm_start_banner(entries: list[dict[str, Any]]) -> str:
+    """One line per earlier search a warm-started search read (WarmStart.entry), at its start."""
+    return "\n".join(
+        f"Warm start from {e['folder']}: {e['used']} trials used, {e['skipped']} skipped "
+        f"({e['outside_space']} outside this search space, {e['skipped'] - e['outside_space']} failed, unfinished "
+        f"or without a value at its rungs); its best {e['tried_first']} configuration(s) are tried first."
+        for e in entries)
+
+
 def progress_reporter(spec: SearchSpec) -> Any:
     """The live table: short parameter names, the epoch, the metric and each trial's best."""
     from ray.tune import CLIReporter

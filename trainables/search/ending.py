@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from trainables.spec.schema import SearchSpec
 
 
 def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs: Any, interrupted: bool,
-               seconds: float, echo: Callable[[str], None], signal_name: str | None = None) -> dict[str, Any]:
+               seconds: float, echo: Callable[[str], None], signal_name: str | None = None,
+               warm_start: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Write what the search leaves and return its summary.
 
     Interrupted: unfinished trials stay unfinished (their runs KILLED, their checkpoints
@@ -37,7 +38,7 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
         trial_runs.interrupted()
         tracker.interrupt()
         record.close(SEARCH_INTERRUPTED, signal_name)
-        path = write_summary(record, spec.experiment, None, tracker.info())
+        path = write_summary(record, spec.experiment, None, tracker.info(), warm_start=warm_start)
         echo(print_trials(record, spec, seconds, path, None))
         echo(f"Interrupted: {len(record.unfinished())} unfinished trial(s) keep their last completed epoch "
              f"({sum(1 for t in record.trials.values() if t.paused)} of them paused at a rung). "
@@ -77,7 +78,8 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
         tracker.writer.flush()  # the copy is made on the writer thread
         tracker.share_local_copy(best_dir)
     record.close(SEARCH_FINISHED)
-    path = write_summary(record, spec.experiment, best_dir, tracker.info(), {"test": test} if test else None)
+    path = write_summary(record, spec.experiment, best_dir, tracker.info(), {"test": test} if test else None,
+                         warm_start)
     echo(print_trials(record, spec, seconds, path, best_dir))
     echo(_write_report(record.out_dir, tracker))
     if tracker.writer.pending:

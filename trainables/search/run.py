@@ -53,11 +53,13 @@ def launch_search(spec: SearchSpec, options: SearchOptions, where: str = "spec",
     from trainables.folder_lock import FolderLock
     from trainables.prepare.preflight import (
         check_data_and_model,
+        check_warm_start,
         make_output_folder,
         prepare_output,
         write_split_manifest,
     )
 
+    check_warm_start(spec, options.out_dir, where)
     make_output_folder(options.out_dir)
     lock = FolderLock(options.out_dir).acquire()
     try:
@@ -83,7 +85,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.outputs import SPEC_FILE, TUNE_DIR, study_storage_url
     from trainables.results.record import SearchRecord
     from trainables.search.cluster import autoscaler_max_resources, connect
-    from trainables.search.console import progress_reporter, ray_banner
+    from trainables.search.console import progress_reporter, ray_banner, warm_start_banner
     from trainables.search.metrics import SearchMetrics
     from trainables.search.recording import RecordKeeper
     from trainables.search.schedulers import build_scheduler
@@ -129,6 +131,10 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()))
         scheduler = build_scheduler(spec, record)
         searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left)
+        warm_start = [start.entry() for start in searcher.warm_starts]
+        if warm_start:
+            echo(warm_start_banner(warm_start))
+            tracker.tag_warm_start(warm_start)
         trial_runs = tracker.trial_runs(record)
         metrics = SearchMetrics(record, spec.experiment)
         for listener in (searcher.projection, trial_runs, metrics):
@@ -176,7 +182,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         from trainables.search.ending import end_search
 
         return end_search(spec, record, tracker, trial_runs, stop.interrupted, time.monotonic() - started, echo,
-                          stop.signal_name)
+                          stop.signal_name, warm_start)
     finally:
         record.close_quietly()
         if started_here:

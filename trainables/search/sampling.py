@@ -24,8 +24,15 @@ from typing import Any
 import numpy as np
 import optuna
 
-from trainables.objective import is_number
-from trainables.results.record import ENDED, FINISHED, STOPPED
+from trainables.objective import Objective, is_number
+from trainables.results.record import (
+    ENDED,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    STOPPED,
+    TrialRecord,
+)
 from trainables.search.schedulers.base import rung_at
 from trainables.spec.distributions import Choice, optuna_scalar
 
@@ -77,6 +84,20 @@ def values_at_rungs(results: Iterable[tuple[float, float | None]], rungs: Sequen
         if is_number(value) and k is not None and k not in found:
             found[k] = float(value)
     return found
+
+
+def trial_observation(trial: TrialRecord, space: dict[str, optuna.distributions.BaseDistribution],
+                      objective: Objective, results: Iterable[tuple[float, float | None]],
+                      rungs: Sequence[float]) -> Observation | None:
+    """What the sampler may learn from a recorded trial (the search's own, or an earlier
+    search's in a warm start), given its ``results`` in the scheduler's count: None while it
+    runs or when it failed; a finished trial is complete with its best value, a stopped or
+    paused one has its values at ``rungs``."""
+    if trial.status in (RUNNING, FAILED):
+        return None
+    return Observation(params={p: optuna_scalar(trial.config[p]) for p in space if p in trial.config},
+                       complete=trial.status == FINISHED, value=trial.best_value(objective),
+                       rung_values=values_at_rungs(results, rungs))
 
 
 def optuna_state(status: str, best: float | None) -> optuna.trial.TrialState | None:

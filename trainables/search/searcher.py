@@ -11,7 +11,9 @@ Configurations are sampled on a view of the record (trainables/search/sampling.p
 ``optuna``, random for ``random``; grid points, from ``searcher.type: grid``, ``grid`` entries
 or an experiment matrix, are given in order and the other values sampled) and then written to
 the study. Unfinished trials of the record are issued again first, under their own ids and
-configurations; paused trials are issued again when the scheduler promotes them.
+configurations; paused trials are issued again when the scheduler promotes them. A
+warm-started search (warm_start.py) also tells the view the earlier searches' trials, and its
+first new configurations are their best.
 """
 
 from __future__ import annotations
@@ -32,16 +34,22 @@ from ray.tune.search import Searcher, SearchGenerator
 
 from trainables.outputs import study_storage_url
 from trainables.results.record import (
-    FAILED,
-    FINISHED,
     RUNNING,
     RecordListener,
     SearchRecord,
     TrialRecord,
 )
 from trainables.search.costs import TrialCosts
-from trainables.search.sampling import Observation, new_sampler, optuna_state, sample, sampler_view, startup_point, values_at_rungs
+from trainables.search.sampling import (
+    new_sampler,
+    optuna_state,
+    sample,
+    sampler_view,
+    startup_point,
+    trial_observation,
+)
 from trainables.search.schedulers.base import RungPolicy, recorded_results
+from trainables.search.warm_start import first_trials, read_warm_starts
 from trainables.spec.distributions import Grid, optuna_scalar
 from trainables.spec.schema import SearchSpec
 
@@ -108,6 +116,9 @@ class StudySearcher(_DriverOnly, Searcher):
         self._points = grid_points(spec)
         self._total = total_trials(spec)
         self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
+        self.warm_starts = read_warm_starts(spec)
+        self._warm_observations = [seen for start in self.warm_starts for seen in start.observations]
+        self._first = first_trials(self.warm_starts)
         self._again = [t.trial_id for t in record.to_continue()]
         self._refused = 0  # samples not started for want of time (each reseeds the next)
         self._refusals_in_a_row = 0
@@ -169,12 +180,20 @@ class StudySearcher(_DriverOnly, Searcher):
         # A refused sample moves the seed (and the start-up design) on, so the next differs.
         number = issued + self._refused
         searcher = self.spec.searcher
-        fixed = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
-        if searcher.type == "optuna" and issued < searcher.startup_trials:
-            fixed = {**startup_point(self.spec.search, searcher.seed, number), **fixed}
-        params = sample(self._view(), self._space,
-                        new_sampler(searcher.type, searcher.seed, number, searcher.startup_trials), fixed)
-        config = {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
+        queued = len(self._first)  # a warm start's configurations come first; the start-up design after them
+        if number < queued:
+            config = dict(self._first[number])
+        else:
+            fixed = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
+            startup = searcher.type == "optuna" and issued < queued + searcher.startup_trials
+            if startup:
+                fixed = {**startup_point(self.spec.search, searcher.seed, number - queued), **fixed}
+            # TPE counts the earlier searches' trials as start-up trials (Optuna counts every trial
+            # told): a warm-started search draws its own start-up trials at random explicitly.
+            kind = "random" if startup and self.warm_starts else searcher.type
+            params = sample(self._view(), self._space,
+                            new_sampler(kind, searcher.seed, number, searcher.startup_trials), fixed)
+            config = {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
         first = (self.policy.rungs() or [1 if self.policy.time_key == "epoch" else 0])[0]
         if self._fits(config, 0, first):
             self._refusals_in_a_row = 0
@@ -204,14 +223,12 @@ class StudySearcher(_DriverOnly, Searcher):
     def _view(self) -> optuna.Study:
         """What the sampler learns from (trainables/search/sampling.py)."""
         rungs, metric = self.policy.rungs(), self.spec.metric
-        observations = []
+        observations = list(self._warm_observations)  # earlier searches' trials, told first
         for trial in self.record.trials.values():
-            if trial.status == RUNNING or trial.status == FAILED:
-                continue
-            observations.append(Observation(
-                params={p: optuna_scalar(trial.config[p]) for p in self._space if p in trial.config},
-                complete=trial.status == FINISHED, value=trial.best_value(self.record.objective),
-                rung_values=values_at_rungs(recorded_results(trial, self.policy.time_key, metric), rungs)))
+            seen = trial_observation(trial, self._space, self.record.objective,
+                                     recorded_results(trial, self.policy.time_key, metric), rungs)
+            if seen is not None:
+                observations.append(seen)
         # One trust check per rung per sample (each is a rank correlation over the rung).
         return sampler_view(self._space, self.spec.objective.optuna_direction, observations,
                             functools.cache(self.policy.trusted))

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trainables.objective import is_number
+
 
 class _Distribution(BaseModel, ABC):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,12 +43,21 @@ class _Distribution(BaseModel, ABC):
         """A value Optuna sampled, as the spec's value (categoricals map back to theirs)."""
         return value
 
+    @abstractmethod
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` (a trial's config value, as the spec writes it) is one this
+        distribution could have sampled: what a warm start asks of an earlier search's trials."""
+
 
 def optuna_scalar(value: Any) -> Any:
     """Optuna's categorical values are scalars; a list or mapping value stands as its JSON."""
     import json
 
     return value if value is None or isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True)
+
+
+def _within(value: Any, low: float, high: float) -> bool:
+    return is_number(value) and low <= value <= high
 
 
 def _check_low_below_high(low: float, high: float) -> None:
@@ -77,6 +88,9 @@ class Uniform(_Distribution):
 
         return FloatDistribution(self.low, self.high)
 
+    def contains(self, value: Any) -> bool:
+        return _within(value, self.low, self.high)
+
 
 class LogUniform(_Distribution):
     type: Literal["loguniform"]
@@ -102,6 +116,9 @@ class LogUniform(_Distribution):
         from optuna.distributions import FloatDistribution
 
         return FloatDistribution(self.low, self.high, log=True)
+
+    def contains(self, value: Any) -> bool:
+        return _within(value, self.low, self.high)
 
 
 class IntRange(_Distribution):
@@ -142,6 +159,9 @@ class IntRange(_Distribution):
 
         return IntDistribution(self.low, self.high, log=self.log, step=self.step)
 
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int) and _within(value, self.low, self.high) and (value - self.low) % self.step == 0
+
 
 class _Values(_Distribution):
     """A list of values (Optuna's categorical distribution)."""
@@ -158,6 +178,9 @@ class _Values(_Distribution):
 
     def from_optuna(self, value: Any) -> Any:
         return self.values[[optuna_scalar(v) for v in self.values].index(value)]
+
+    def contains(self, value: Any) -> bool:
+        return optuna_scalar(value) in [optuna_scalar(v) for v in self.values]
 
 
 class Choice(_Values):

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from data import DATA_KINDS
+from trainables.outputs import RECORD_FILE, SPEC_FILE
 from trainables.spec.distributions import DISTRIBUTION_TYPES, Choice, Grid
 from trainables.spec.schedulers import SCHEDULER_SECTIONS, SCHEDULER_TYPES
 from trainables.spec.schema import (
@@ -102,6 +103,7 @@ def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     _check_search(spec, raw, where)
     _check_experiments(spec, raw, where)
     _check_resources(spec, where)
+    _check_warm_start(spec, where)
     if (getattr(spec.scheduler, "grace_period", None) or 0) > spec.max_t:
         raise SpecError(f"{where}: scheduler.grace_period: must be <= scheduler.max_t "
                         f"(training.epochs by default) = {spec.max_t} (got {spec.scheduler.grace_period})")
@@ -265,6 +267,29 @@ def _check_resources(spec: SearchSpec, where: str) -> None:
         )
     # per_value may name values the search does not sample (yet): a GPU table kept ready for
     # `--set search.model.args.size.values=[...]`; the dry run prints what each value gets.
+
+
+def _check_warm_start(spec: SearchSpec, where: str) -> None:
+    """Each warm-start folder must hold a search ranked as this one is: its values are what
+    the sampler learns from. Its spec.yaml and record.jsonl are only read."""
+    if spec.searcher.warm_start and (spec.experiments or spec.searcher.type != "optuna"):
+        raise SpecError(f"{where}: searcher.warm_start: needs searcher.type optuna and a search section "
+                        f"(TPE learns from earlier trials; random, grid and experiment matrices do not)")
+    for index, folder in enumerate(spec.searcher.warm_start):
+        key, path = f"searcher.warm_start.{index}", Path(folder)
+        if not path.is_dir():
+            raise SpecError(f"{where}: {key}: no such folder: {folder}")
+        for name in (RECORD_FILE, SPEC_FILE):
+            if not (path / name).is_file():
+                raise SpecError(f"{where}: {key}: {folder} is not the output folder of a search (no {name} in it)")
+        earlier = yaml.safe_load((path / SPEC_FILE).read_text())
+        metric, mode = (earlier.get("metric"), earlier.get("mode")) if isinstance(earlier, dict) else (None, None)
+        if (metric, mode) != (spec.metric, spec.mode):
+            raise SpecError(f"{where}: {key}: the search in {folder} ranks trials by {metric} ({mode}), "
+                            f"this spec by {spec.metric} ({spec.mode}); warm start from a search with the same "
+                            f"metric and mode")
+        if folder in spec.searcher.warm_start[:index]:
+            raise SpecError(f"{where}: {key}: {folder} is named twice")
 
 
 def _display_path(path: Path) -> str:

@@ -7,8 +7,9 @@ results and what each trial starts from (``trial_spec``).
 
 from __future__ import annotations
 
-from importlib import import_module
 from collections.abc import Iterable
+from importlib import import_module
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -17,6 +18,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    field_validator,
     model_validator,
 )
 
@@ -70,6 +72,21 @@ class SearcherSpec(_Section):
     # Where the Optuna study lives (optuna only): null = optuna.db in the output folder; a
     # database URL (postgresql://...) on a cluster. optuna-dashboard reads it live.
     storage: str | None = None
+    # Earlier output folders this search starts from (optuna only): their trials that the
+    # space contains are told to TPE, and their best configurations are tried first
+    # (trainables/search/warm_start.py). Made absolute when the spec loads (~ expanded,
+    # relative to the current folder), so the saved spec names the folders it read.
+    warm_start: list[str] = []
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _one_folder(cls, folders: Any) -> Any:
+        return [folders] if isinstance(folders, str) else folders
+
+    @field_validator("warm_start")
+    @classmethod
+    def _absolute(cls, folders: list[str]) -> list[str]:
+        return [str(Path(folder).expanduser().resolve()) for folder in folders]
 
 
 class BudgetSpec(_Section):

@@ -60,6 +60,7 @@ TRIAL_ID_TAG = "hpsearch.trial_id"
 END_TAG = "hpsearch.end"  # the record's status: finished | stopped early | failed | interrupted
 REASON_TAG = "hpsearch.reason"
 RETRIES_TAG = "hpsearch.retries"  # crashes of the trial that were retried
+WARM_START_TAG = "hpsearch.warm_start"  # the parent run's: the earlier searches it started from, as JSON
 JOURNAL_FILE = MLFLOW_JOURNAL_FILE  # writes not yet accepted by the server, in order
 RETRY_SECONDS = 30.0
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
@@ -345,6 +346,10 @@ class SearchTracker:
         self.writer.create_run(SEARCH_KEY, run_name, {"hpsearch.role": "search"})
         self.writer.log(SEARCH_KEY, params=_flatten(spec))
         self.writer.log_artifacts(SEARCH_KEY, spec_file)
+
+    def tag_warm_start(self, entries: list[dict[str, Any]]) -> None:
+        """A warm-started search's parent run names the folders it started from (WarmStart.entry)."""
+        self.writer.log(SEARCH_KEY, tags={WARM_START_TAG: json.dumps(entries)[:5000]})
 
     def trial_runs(self, record: SearchRecord) -> "TrialRuns":
         return TrialRuns(self, record)
