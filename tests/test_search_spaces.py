@@ -19,7 +19,8 @@ from trainables.outputs import EXPERIMENT_SUMMARY_FILE
 SPACES = sorted(path.name for path in SEARCH_SPACES.glob("*.yaml"))
 # Shrink any search to seconds; the data settings stay as shipped.
 TINY = ["budget.trials=2", "budget.max_concurrent=2", "training.epochs=2", "training.max_steps_per_epoch=2",
-        "scheduler.grace_period=1", "budget.time_limit_minutes=null"]
+        "budget.time_limit_minutes=null"]
+RUNGS = ["scheduler.grace_period=1"]  # for a scheduler with rungs (not `none`)
 # The MAE's large and huge sizes take seconds a step and GiB of memory on a CPU.
 SMALL_SIZES_ONLY = {"mae_sizes.yaml": ["search.model.args.size.values=[tiny, small]"]}
 
@@ -34,7 +35,8 @@ def test_dry_run(name: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SPACES)
 def test_tiny_real_search(ray_cluster, name: str, tmp_path: Path) -> None:
-    spec, path = load_spec(name, TINY + SMALL_SIZES_ONLY.get(name, []))
+    rungs = RUNGS if load_spec(name)[0].scheduler.type != "none" else []
+    spec, path = load_spec(name, TINY + rungs + SMALL_SIZES_ONLY.get(name, []))
     out = tmp_path / "out"
     summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
     assert len(summary["trials"]) == 2 * max(1, len(spec.experiments))

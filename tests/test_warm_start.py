@@ -212,6 +212,7 @@ def test_a_warm_started_search_begins_with_the_earlier_best(ray_cluster, tmp_pat
     raw = _raw("earlier", [])
     raw["searcher"]["seed"] = 1
     raw["budget"]["trials"] = 4
+    raw["scheduler"] = {"type": "none"}  # every earlier trial finishes: the best are known
     spec, _ = load_spec(str(write_spec(tmp_path, raw, "earlier.yaml")))
     earlier = tmp_path / "earlier"
     launch_search(spec, SearchOptions(out_dir=earlier, verbose=0), echo=lambda line: None)

@@ -326,6 +326,10 @@ class RecordSearchGenerator(_DriverOnly, SearchGenerator):
         if len(limiter.live_trials) >= limiter.max_concurrent:
             return None  # no slot: Tune asks again after the next trial ends (asking costs a promotion check)
         trial_id = limiter.searcher.next_trial_id()
+        if trial_id in limiter.live_trials:
+            # A trial paused at a rung is in the record before Tune has ended it: it is issued
+            # again once Tune has (the limiter refuses an id it still holds).
+            return None
         config = self.searcher.suggest(trial_id)
         if config == Searcher.FINISHED:
             self._finished = True
