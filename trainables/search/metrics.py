@@ -41,8 +41,8 @@ class SearchMetrics(RecordListener, Callback):
         self._instruments: dict[str, Any] | None = None
         # Kept up to date event by event: a step costs the same at the 1,000th trial.
         self._counts = {state: 0 for state in (RUNNING, *ENDED)}
-        for trial in record.trials.values():
-            self._counts[trial.status] += 1
+        for trial in record.trials.values():  # a paused trial counts as running until it ends, as live
+            self._counts[trial.status if trial.ended else RUNNING] += 1
         self._seen = set(record.trials)
         best = record.best_trial()
         self._best = None if best is None else best.best_value(record.objective)
