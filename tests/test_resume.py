@@ -120,13 +120,20 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert all(sorted(t.intermediate_values) == list(range(1, epochs + 1)) for t in stored.trials)
 
 
+def _launch_until(tmp_path: Path, name: str, trials: int, epochs: int,
+                  reports: int) -> tuple[Path, Path, Path, subprocess.Popen]:
+    """A search without a scheduler, 2 trials at a time, launched and running until it has
+    recorded ``reports`` epochs: its spec file, output folder, log and process."""
+    spec_file = _spec(tmp_path, name, trials, epochs, scheduler="none", concurrency=2)
+    out, log = tmp_path / "out", tmp_path / "first.log"
+    first = launch(launch_command(spec_file, out), log, ENV)
+    _wait_for(first, log, lambda: sum(len(r) for r in recorded_epochs(out).values()) >= reports)
+    return spec_file, out, log, first
+
+
 def test_ctrl_c_interrupts_truthfully_and_the_same_command_continues(tmp_path: Path) -> None:
     trials, epochs = 4, 5
-    spec_file = _spec(tmp_path, "ctrlc", trials, epochs, scheduler="none", concurrency=2)
-    out = tmp_path / "out"
-    log = tmp_path / "first.log"
-    first = launch(launch_command(spec_file, out), log, ENV)
-    _wait_for(first, log, lambda: sum(len(r) for r in recorded_epochs(out).values()) >= 3)
+    spec_file, out, log, first = _launch_until(tmp_path, "ctrlc", trials, epochs, reports=3)
 
     # A second launch on the running folder: refused at once, in one line naming the search.
     started = time.monotonic()
@@ -167,11 +174,7 @@ def test_ctrl_c_interrupts_truthfully_and_the_same_command_continues(tmp_path: P
 def test_sigterm_interrupts_like_ctrl_c_and_the_same_command_continues(tmp_path: Path, to_group: bool) -> None:
     """What a preempting scheduler sends: SIGTERM, then SIGKILL after a grace period (30 s here)."""
     trials, epochs = 3, 4
-    spec_file = _spec(tmp_path, "sigterm", trials, epochs, scheduler="none", concurrency=2)
-    out = tmp_path / "out"
-    log = tmp_path / "first.log"
-    first = launch(launch_command(spec_file, out), log, ENV)
-    _wait_for(first, log, lambda: sum(len(r) for r in recorded_epochs(out).values()) >= 2)
+    spec_file, out, log, first = _launch_until(tmp_path, "sigterm", trials, epochs, reports=2)
 
     if to_group:
         os.killpg(first.pid, signal.SIGTERM)
