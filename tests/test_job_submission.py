@@ -20,8 +20,16 @@ from pathlib import Path
 import pytest
 
 from tests.processes import free_port, kill_tree
-from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_model
+from trainables.outputs import RECORD_FILE, SPEC_FILE
+from trainables.results.record import (
+    FAILED,
+    INTERRUPTED,
+    SEARCH_INTERRUPTED,
+    SearchRecord,
+)
+from trainables.spec.loading import load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +174,42 @@ def test_search_metrics_reach_the_cluster_metrics_endpoint(submitted: dict) -> N
     assert best == [pytest.approx(summary["best"]["value"])]
     rate = [v for (name, _), v in samples.items() if name == "ray_hpsearch_trials_per_hour"]
     assert len(rate) == 1 and rate[0] > 0
+
+
+def test_ray_job_stop_interrupts_the_search_like_sigterm(cluster: Cluster, submitted: dict) -> None:
+    """`ray job stop` sends SIGTERM to the entrypoint and, after RAY_JOB_STOP_WAIT_TIME_S (3 s by
+    default: too short for a clean end), SIGKILL; the README tells users to submit with 30."""
+    raw = tiny_mae_spec("stopped")
+    raw["search"]["model.args.size"] = {"type": "choice", "values": ["small"]}
+    raw["training"].update(epochs=40, max_steps_per_epoch=4)
+    raw["budget"] = {"trials": 2}
+    raw["scheduler"] = {"type": "none"}
+    spec_file = write_spec(cluster.root, raw, "stopped.yaml")
+    out = cluster.root / "storage" / "stopped"
+    job = "hpsearch-job-stop"
+    result = cluster.ray("job", "submit", f"--address={cluster.dashboard}", f"--submission-id={job}", "--no-wait",
+                         f"--working-dir={PROJECT_ROOT}",
+                         "--runtime-env-json", json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "30"}}), "--",
+                         "python", "launch.py", "--space", str(spec_file), "--out", str(out), "--quiet")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    deadline = time.monotonic() + 240
+    while not (out / RECORD_FILE).exists() or not any(recorded_epochs(out).values()):
+        assert time.monotonic() < deadline, cluster.ray("job", "logs", f"--address={cluster.dashboard}", job).stdout[-3000:]
+        assert cluster.api(f"/api/jobs/{job}")["status"] in ("PENDING", "RUNNING")
+        time.sleep(0.5)
+
+    started = time.monotonic()
+    stop = cluster.ray("job", "stop", f"--address={cluster.dashboard}", job, timeout=60)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    while cluster.api(f"/api/jobs/{job}")["status"] != "STOPPED":
+        assert time.monotonic() - started < 40, "the stopped job did not end within its grace period"
+        time.sleep(0.5)
+    logs = cluster.ray("job", "logs", f"--address={cluster.dashboard}", job).stdout
+    assert "Interrupted (SIGTERM)" in logs and "Traceback" not in logs, logs[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "interrupted" and summary["interrupted_by"] == "SIGTERM"
+    record = SearchRecord(out, load_spec(str(out / SPEC_FILE))[0].objective)
+    assert record.state == SEARCH_INTERRUPTED
+    assert not [t for t in record.trials.values() if t.status == FAILED]
+    cut = [t for t in record.trials.values() if record.status(t) == INTERRUPTED]
+    assert cut and all(t.epochs for t in cut)
