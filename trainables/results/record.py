@@ -193,7 +193,7 @@ class SearchRecord:
         return self.objective.ranked(self.trials.values(), key=lambda t: t.best_value(self.objective))
 
     # ----- writing -----
-    def open_for_writing(self, listeners: list[RecordListener] = ()) -> "SearchRecord":
+    def open_for_writing(self) -> "SearchRecord":
         """Start a session (the caller holds the folder's lock). A line cut short by a kill is
         removed first, so the next line starts on its own."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,6 @@ class SearchRecord:
                 with self.path.open("r+b") as handle:
                     handle.truncate(data.rfind(b"\n") + 1)
         self._handle = self.path.open("a", buffering=1)  # line-buffered: each event reaches the OS whole
-        self._listeners = list(listeners)
         self._write({"e": "session", "host": socket.gethostname(), "pid": os.getpid()})
         return self
 
