@@ -12,7 +12,7 @@ import yaml
 
 from tests.specs import PROJECT_ROOT, SEARCH_SPACES, tiny_mae_spec, write_spec
 from trainables.spec.distributions import Choice, Grid, IntRange, LogUniform
-from trainables.spec.schema import SpecError, trial_spec
+from trainables.spec.schema import EXPERIMENT_KEY, SpecError, trial_spec
 from trainables.spec.loading import load_spec
 
 
@@ -270,9 +270,9 @@ def test_experiment_matrix_validates_each_experiment(tmp_path: Path) -> None:
         load_spec(str(write_spec(tmp_path, raw)))
     raw["experiments"]["broken"] = {"model.args.size": "gigantic"}
     spec, _ = load_spec(str(write_spec(tmp_path, raw)), ["experiments.broken={model.args.size: small}"])
-    assert trial_spec(spec, {"experiments": "longer"}).training.epochs == 6
-    assert trial_spec(spec, {"experiments": "broken"}).model.args["size"] == "small"
-    assert trial_spec(spec, {"experiments": "baseline"}).training.epochs == spec.training.epochs
+    assert trial_spec(spec, {EXPERIMENT_KEY: "longer"}).training.epochs == 6
+    assert trial_spec(spec, {EXPERIMENT_KEY: "broken"}).model.args["size"] == "small"
+    assert trial_spec(spec, {EXPERIMENT_KEY: "baseline"}).training.epochs == spec.training.epochs
 
 
 def test_experiment_matrix_is_compiled_into_a_grid_over_its_names(tmp_path: Path) -> None:
@@ -281,8 +281,8 @@ def test_experiment_matrix_is_compiled_into_a_grid_over_its_names(tmp_path: Path
     raw["resources"] = {"workers": 1}
     raw["experiments"] = {"baseline": {}, "longer": {"training.epochs": 6}}
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
-    assert spec.searcher.type == "grid" and list(spec.search) == ["experiments"]
-    assert isinstance(spec.search["experiments"], Grid) and spec.search["experiments"].values == ["baseline", "longer"]
+    assert spec.searcher.type == "grid" and list(spec.search) == [EXPERIMENT_KEY]
+    assert isinstance(spec.search[EXPERIMENT_KEY], Grid) and spec.search[EXPERIMENT_KEY].values == ["baseline", "longer"]
     # The resolved spec (as saved in the output folder) reads back to the same spec.
     resolved = write_spec(tmp_path, spec.model_dump(mode="json"), "resolved.yaml")
     assert load_spec(str(resolved))[0] == spec

@@ -30,7 +30,9 @@ from trainables.spec.section import Section
 
 # Paths a search may address; data settings are searchable too (crop size, say).
 SEARCHABLE_SECTIONS = ("model", "training", "data")
-EXPERIMENT_KEY = "experiments"  # the trial config key naming an experiment of a matrix
+# In a matrix, the trial config key holding the name of the one experiment (of the spec's
+# `experiments:` section) that the trial runs.
+EXPERIMENT_KEY = "experiment"
 
 
 class SpecError(ValueError):
