@@ -48,7 +48,7 @@ class ModelSpec(_Section):
 
 
 class TrainingSpec(_Section):
-    epochs: PositiveInt = 10  # full budget of a trial; ASHA may stop it sooner
+    epochs: PositiveInt = 10  # full budget of a trial; the scheduler may stop or pause it sooner
     batch_size: PositiveInt = 16  # per worker; the global batch is batch_size * workers
     max_steps_per_epoch: PositiveInt | None = None  # cap optimizer steps per epoch (quick CPU runs)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
