@@ -1,5 +1,6 @@
 """Real processes for the tests and the chaos benchmark: free loopback ports, the process table,
-killing a process tree, `launch.py` in its own process group, and a real `mlflow server`.
+killing a process tree, `launch.py` as a user runs it (to its end, or in the background in its
+own process group), bounded polling, and a real `mlflow server`.
 
 Every kill here names its targets (a PID, a process group, or the tree of the processes whose
 command line holds a string only they have), never `ray stop` or a process name: other Ray
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.specs import PROJECT_ROOT
@@ -65,16 +67,61 @@ def kill_tree(matching: str) -> set[int]:
     return doomed
 
 
+def launch_env(**extra: str) -> dict[str, str]:
+    """The environment a launch runs in: this one, with the project first on PYTHONPATH (its
+    Ray workers import this checkout's code and the tests' own models through it)."""
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def launch_py(*args: str) -> list[str]:
+    """`python launch.py ARGS`, as a user types it: the one way the tests start the launcher
+    (to its end with ``run_to_end``, or in the background with ``launch``)."""
+    return [sys.executable, str(PROJECT_ROOT / "launch.py"), *args]
+
+
 def launch_command(spec_file: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out),
-            "--quiet", *extra]
+    """A search's command: its spec file and output folder, without the live table."""
+    return launch_py("--space", str(spec_file), "--out", str(out), "--quiet", *extra)
 
 
-def launch(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    """`launch.py` as a terminal runs it: in its own process group (what Ctrl-C and a killed
-    shell reach), its output appended to ``log``."""
-    return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+def run_to_end(command: list[str], timeout: float = 300, env: dict[str, str] | None = None,
+               cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    """Run ``command`` from ``cwd`` to its end, its output captured as text."""
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env or launch_env())
+
+
+def launch(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``command`` as a terminal runs it in the background: in its own process group (what
+    Ctrl-C and a killed shell reach), its output appended to ``log``."""
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT,
+                            env=env or launch_env(), start_new_session=True)
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str,
+               process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Poll ``condition`` (every 0.2 s) until it holds; fail after ``timeout`` seconds, or at
+    once if ``process`` ends first, naming ``what`` with the tail of ``log``."""
+    deadline = time.monotonic() + timeout
+    tail = lambda: log.read_text()[-3000:] if log is not None and log.exists() else ""  # noqa: E731
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s\n{tail()}"
+        assert process is None or process.poll() is None, f"{what}: the process ended first\n{tail()}"
+        time.sleep(0.2)
+
+
+def group_members(pgid: int) -> set[int]:
+    """Live processes (not zombies) of process group ``pgid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found.add(int(entry.name))
+    return found
 
 
 class MlflowServer:

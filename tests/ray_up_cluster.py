@@ -4,10 +4,10 @@ its own PID, mount and network namespaces, so that `ray stop` (in the head's sta
 
     unshare --fork --pid --mount-proc --net --mount -- bash -c '...' python ray_up_cluster.py WORK
 
-Inside: loopback up; tmpfs over /tmp, /run and /mnt, the home folder overlaid; WORK/results
-bound at /mnt/results (the cluster file's shared folder) and WORK at /mnt/work; one sshd on
-127.0.0.1:22 for the head, one on 127.0.0.2:22 with its own /tmp for the worker, taking a key
-made here. Then `ray up` (head 127.0.0.1, worker
+Inside: loopback up; tmpfs over /run and /mnt; /tmp and the home folder overlaid (read as
+they are, written to a tmpfs), with an empty /tmp/ray; WORK/results bound at /mnt/results (the
+cluster file's shared folder) and WORK at /mnt/work; one sshd on 127.0.0.1:22 for the head, one
+on 127.0.0.2:22 with its own /tmp/ray for the worker, taking a key made here. Then `ray up` (head 127.0.0.1, worker
 127.0.0.2), a search submitted with `ray job submit --working-dir`, the worker's raylet killed
 while a trial runs on it, the best checkpoint fetched with `ray rsync-down`, `ray down`, and a
 look for anything left running. Prints one JSON line: the figures, or the error with logs.
@@ -32,7 +32,7 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
-from tests.specs import tiny_mae_spec  # noqa: E402 - the project's root is on the path first
+from tests.specs import recorded_epochs, tiny_mae_spec  # noqa: E402 - the project's root is on the path first
 
 HEAD, WORKER = "127.0.0.1", "127.0.0.2"
 # The home sshd gives the user, where commands over SSH find ~/.bashrc and ~/hpsearch.
@@ -56,25 +56,29 @@ def sh(*command: str, timeout: float = 120, check: bool = True, **kwargs) -> sub
 
 
 def isolate(work: Path) -> None:
-    """Loopback up, and this namespace's own /tmp (Ray's /tmp/ray, `ray up`'s locks and SSH
-    sockets), /run (sshd's /run/sshd), home (keys, token, ~/.bashrc) and /mnt."""
+    """Loopback up, and this namespace's own Ray sessions (/tmp/ray), /run (sshd's /run/sshd),
+    /mnt, and writes to /tmp (`ray up`'s config cache and SSH sockets) and home (keys, token,
+    ~/.bashrc). /tmp and home stay readable as they are: they may hold the project, its
+    virtual environment or this Python (pyenv)."""
     sh("ip", "link", "set", "lo", "up")
     (work / "results").mkdir(parents=True, exist_ok=True)
-    # The binds come before the tmpfs over /tmp, which may hold WORK.
+    # The binds come before the overlay of /tmp, which may hold WORK: the test reads it from outside.
     sh("mount", "-t", "tmpfs", "tmpfs", "/mnt")
     for inside, outside in ((WORK, work), (RESULTS, work / "results")):
         inside.mkdir()
         sh("mount", "--bind", str(outside), str(inside))
-    for folder in ("/tmp", "/run"):
-        sh("mount", "-t", "tmpfs", "tmpfs", folder)
+    sh("mount", "-t", "tmpfs", "tmpfs", "/run")
     Path("/run/sshd").mkdir()  # sshd's privilege separation folder
-    # Home: an overlay whose writes land in a tmpfs, since it may hold this Python (pyenv); its
-    # own keys and Ray token on fresh tmpfs.
-    layers = Path("/run/home")
-    for layer in ("upper", "work"):
-        (layers / layer).mkdir(parents=True)
-    sh("mount", "-t", "overlay", "overlay", "-o",
-       f"lowerdir={HOME},upperdir={layers / 'upper'},workdir={layers / 'work'}", str(HOME))
+    for name, folder in (("tmp", Path("/tmp")), ("home", HOME)):
+        layers = Path("/run/layers") / name
+        for layer in ("upper", "work"):
+            (layers / layer).mkdir(parents=True)
+        sh("mount", "-t", "overlay", "overlay", "-o",
+           f"lowerdir={folder},upperdir={layers / 'upper'},workdir={layers / 'work'}", str(folder))
+    # Ray's sessions, `ray stop`'s and the address file's folder: none of this machine's other clusters.
+    Path("/tmp/ray").mkdir(exist_ok=True)
+    sh("mount", "-t", "tmpfs", "tmpfs", "/tmp/ray")
+    # Home's own keys and Ray token on fresh tmpfs.
     for secret in (HOME / ".ssh", HOME / ".ray"):
         secret.mkdir(mode=0o700, exist_ok=True)
         sh("mount", "-t", "tmpfs", "-o", "mode=700", "tmpfs", str(secret))
@@ -83,7 +87,7 @@ def isolate(work: Path) -> None:
 def start_sshd(logs: Path) -> dict[str, subprocess.Popen]:
     """One sshd per node on port 22 (the head's autoscaler dials 22 whatever `ray up` used),
     accepting only a key made here. The worker's runs in a mount namespace of its own with its
-    own /tmp, as a second machine would: nodes that shared /tmp/ray would share a session folder,
+    own /tmp/ray, as a second machine would: nodes that shared /tmp/ray would share a session folder,
     and the worker's restart would delete the job's working directory under the driver. Both
     share the home folder, as labs with NFS homes do, and /mnt/results."""
     keys = Path("/run/hpsearch-ssh")  # outside home: sshd's own files
@@ -102,7 +106,8 @@ def start_sshd(logs: Path) -> dict[str, subprocess.Popen]:
             "StrictModes no", "UsePAM no", ""]))
         sshd = ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)]
         if name == "worker":  # exec: the Popen's pid is sshd's
-            sshd = ["unshare", "--mount", "--", "bash", "-c", 'mount -t tmpfs tmpfs /tmp && exec "$@"', "bash", *sshd]
+            sshd = ["unshare", "--mount", "--", "bash", "-c", 'mount -t tmpfs tmpfs /tmp/ray && exec "$@"', "bash",
+                     *sshd]
         daemons[name] = subprocess.Popen(sshd, stdout=(logs / f"sshd-{name}.log").open("w"),
                                          stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
@@ -256,7 +261,8 @@ def run(outside: Path) -> dict:
             submit()
             worker_id = nodes[WORKER]
             wait_for("a trial running on the worker", lambda: trial_actor_on(worker_id), timeout=180)
-            time.sleep(2)  # into its first epoch
+            # Into its training (every trial runs on the worker: the head has no CPU for them).
+            wait_for("a first epoch recorded", lambda: any(recorded_epochs(RESULTS / "search").values()), timeout=180)
             if (status := wait_for("the job's status", job_status, timeout=30)) != "RUNNING":
                 raise RuntimeError(f"the job ended before the kill: {status}")
             os.kill(worker_raylet(), signal.SIGKILL)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import json
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from trainables.results.record import SearchRecord
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SEARCH_SPACES = PROJECT_ROOT / "search_spaces"
@@ -33,20 +35,23 @@ def tiny_mae_spec(experiment: str = "tiny") -> dict:
     return raw
 
 
-def recorded_epochs(out: Path) -> dict[str, list[dict]]:
-    """Each trial's recorded epochs in order (its metrics, with ``epoch`` and ``time``), read
-    straight from the search's record (a line still being written is skipped)."""
-    from trainables.outputs import RECORD_FILE
+def read_record(out: Path) -> SearchRecord | None:
+    """A search's record through the product's own reader (a line still being written is left
+    for the next read), ranked by the spec the search saved; None before the launch wrote it."""
+    from trainables.outputs import RECORD_FILE, SPEC_FILE
+    from trainables.results.record import SearchRecord
+    from trainables.spec.schema import SearchSpec, import_user_modules
 
-    rows: dict[str, list[dict]] = {}
-    path = out / RECORD_FILE
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event["e"] == "trial":
-            rows.setdefault(event["id"], [])
-        elif event["e"] == "epoch":
-            rows[event["id"]].append({**event["metrics"], "epoch": event["epoch"], "time": event["t"]})
-    return rows
+    if not (out / RECORD_FILE).is_file():
+        return None
+    raw = yaml.safe_load((out / SPEC_FILE).read_text())
+    import_user_modules(raw.get("imports") or [])  # a data kind of the user's own validates the spec
+    return SearchRecord(out, SearchSpec.model_validate(raw).objective)
+
+
+def recorded_epochs(out: Path) -> dict[str, list[dict]]:
+    """Each trial's recorded epochs in order (its metrics, with ``epoch`` and ``time``), from
+    the search's record (empty before it is written)."""
+    record = read_record(out)
+    return {trial.trial_id: [{**metrics, "epoch": epoch} for epoch, metrics in sorted(trial.epochs.items())]
+            for trial in (record.trials.values() if record else ())}

@@ -5,13 +5,12 @@ still dropped silently."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+from tests.processes import launch_command, launch_py, run_to_end
+from tests.specs import tiny_mae_spec, write_spec
 from trainables.outputs import RECORD_FILE, REPORT_DIR, SPEC_FILE
 from trainables.folder_lock import FolderLock
 from trainables.prepare.preflight import resolved_yaml, sample_configs
@@ -87,9 +86,7 @@ def test_launch_on_a_damaged_record_says_so_in_one_line_and_changes_nothing(tmp_
     spec_file, out = _search(tmp_path)
     _damage(out, DAMAGED_LINE, "cut short")
     before = _files(out)
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file),
-                           "--out", str(out), "--quiet"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = run_to_end(launch_command(spec_file, out))
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(out / RECORD_FILE) in lines[0] and f"line {DAMAGED_LINE} " in lines[0], lines
@@ -102,8 +99,7 @@ def test_launch_report_draws_what_comes_before_the_damage(tmp_path: Path) -> Non
     _, out = _search(tmp_path)
     _damage(out, DAMAGED_LINE, "not JSON")
     record = (out / RECORD_FILE).read_bytes()
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "launch.py"), "report", str(out)], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = run_to_end(launch_py("report", str(out)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # (Optuna's own log line for the in-memory study it builds may come too.)
     said = [line for line in done.stderr.splitlines() if "damaged" in line]

@@ -1,4 +1,5 @@
-"""DDP under TorchTrainer: 2 workers at batch b follow the same trajectory as 1 worker at 2b."""
+"""DDP under TorchTrainer: 2 workers at batch b follow the same trajectory as 1 worker at 2b, and
+rank 0's checkpoints land where a one-worker trial's do (and load as its do)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import tests.fault_models  # noqa: F401  registers faulty_autoencoder in this process too
 from models import create_model
 from tests.specs import tiny_mae_spec, write_spec
-from trainables import load_spec
+from trainables import load_config, load_model, load_spec
 from trainables.trial.checkpoints import load_state
 from trainables.search.run import SearchOptions, launch_search
 
@@ -47,7 +48,13 @@ def test_two_workers_match_one_worker_with_twice_the_batch(ray_cluster, tmp_path
     single, single_out = _train(tmp_path, "single", workers=1, batch_size=2 * BATCH)
     ddp, ddp_out = _train(tmp_path, "ddp", workers=2, batch_size=BATCH)
     # The two-worker trial ran as a Ray Train run (its folder), the one-worker trial in the trial process.
-    assert (ddp_out / "ddp" / f"ddp-{ddp['trials'][0]['trial_id']}").is_dir() and not (single_out / "ddp").exists()
+    (trial,) = ddp["trials"]
+    assert (ddp_out / "ddp" / f"ddp-{trial['trial_id']}").is_dir() and not (single_out / "ddp").exists()
+    # Rank 0 of the Ray Train run wrote its checkpoints where one-worker trials write theirs.
+    assert trial["status"] == "finished"
+    assert Path(trial["checkpoint"]) == ddp_out / "trials" / trial["trial_id"] / "epoch_001"
+    assert load_config(ddp_out / "best")["resources"]["workers"] == 2
+    assert isinstance(load_model(ddp_out / "best"), torch.nn.Module)
     single_weights = load_state(single_out / "best")["model"]
     ddp_weights = load_state(ddp_out / "best")["model"]
     assert single_weights.keys() == ddp_weights.keys()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.processes import MlflowServer
-from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
+from tests.processes import MlflowServer, launch_py, run_to_end
+from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.search.run import SearchOptions, launch_search
 from trainables.tracking.runs import JOURNAL_FILE, TRIAL_ID_TAG
@@ -41,8 +40,7 @@ def _spec(folder: Path):
 
 
 def _sync(out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "launch.py"), "sync", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    return run_to_end(launch_py("sync", str(out)), timeout=120)
 
 
 def _assert_server_has_the_whole_search(uri: str, summary: dict) -> None:
@@ -88,7 +86,7 @@ def test_server_goes_down_mid_search(ray_cluster, server: MlflowServer, tmp_path
     def stop_after_first_result() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any(recorded_epochs(out).values()):
-            time.sleep(0.05)
+            time.sleep(0.2)
         server.stop()
 
     killer = threading.Thread(target=stop_after_first_result, daemon=True)

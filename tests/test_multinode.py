@@ -5,16 +5,14 @@ trial is retried on the head node and the search completes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port, kill_tree
-from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
+from tests.processes import free_port, kill_tree, launch, launch_command, launch_env, wait_until
+from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +24,10 @@ def _ray(*args: str, env: dict) -> None:
                    check=True, capture_output=True, text=True, timeout=120, env=env)
 
 
-def _results(out: Path) -> dict[str, list[dict]]:
-    return recorded_epochs(out)
-
-
 def test_search_survives_losing_a_node(tmp_path: Path) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(PROJECT_ROOT)}
+    env = launch_env(RAY_AUTH_MODE="token")
     try:
         _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--dashboard-host=127.0.0.1", env=env)
         _ray("start", f"--address={address}", "--num-cpus=1", '--resources={"second_node": 1}', env=env)
@@ -46,28 +40,22 @@ def test_search_survives_losing_a_node(tmp_path: Path) -> None:
         spec_file = write_spec(tmp_path, raw)
         out = tmp_path / "out"
         log = tmp_path / "launch.log"
-        launch = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file), "--out", str(out),
-             "--address", address, "--quiet"],
-            cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+        launcher = launch(launch_command(spec_file, out, "--address", address), log, env)
 
         # With one CPU per node and two trials at a time, one running trial is on the second node.
-        deadline = time.monotonic() + 240
-        while True:
-            assert time.monotonic() < deadline and launch.poll() is None, log.read_text()[-3000:]
-            running = [t for t, rows in _results(out).items() if rows and not rows[-1].get("finished")]
-            if len(running) == 2:
-                break
-            time.sleep(0.2)
+        def two_running() -> bool:
+            return sum(1 for rows in recorded_epochs(out).values() if rows and not rows[-1]["finished"]) == 2
+
+        wait_until(two_running, 240, "two trials running", launcher, log)
         kill_tree("second_node")  # the second node's raylet, with its workers and agents
 
-        assert launch.wait(timeout=400) == 0, log.read_text()[-3000:]
+        assert launcher.wait(timeout=400) == 0, log.read_text()[-3000:]
         summary = json.loads((out / "summary.json").read_text())
         assert len(summary["trials"]) == TRIALS
         assert all(t["status"] == "finished" for t in summary["trials"]), summary["trials"]
         retried = [t for t in summary["trials"] if t["failures"] >= 1]
         assert retried, "no trial saw the node die"
-        results = _results(out)
+        results = recorded_epochs(out)
         for trial in retried:  # continued from its checkpoint on the surviving node
             assert results[trial["trial_id"]][-1]["resumed_from_epoch"] >= 1
     finally:

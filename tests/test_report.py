@@ -4,7 +4,6 @@ ASHA, a real MLflow store), and `launch.py report` on finished, running and wron
 from __future__ import annotations
 
 import csv
-import json
 import re
 import shutil
 import subprocess
@@ -16,8 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-import launch
-from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
+from tests.processes import launch_py, run_to_end
+from tests.specs import read_record, recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.results.plots import best_so_far, learning_curves
 from trainables.folder_lock import FolderLock
@@ -174,17 +173,20 @@ def test_report_of_a_running_search_uses_what_the_trials_wrote_so_far(searched, 
     running.mkdir()
     shutil.copy(out / "spec.yaml", running / "spec.yaml")
     shutil.copy(out / "optuna.db", running / "optuna.db")
-    kept, seen = [], set()
-    for line in (out / RECORD_FILE).read_text().splitlines():
-        event = json.loads(line)
-        if event["e"] in ("session", "trial") or (event["e"] == "epoch" and event["id"] not in seen):
-            kept.append(line)
-            if event["e"] == "epoch":
-                seen.add(event["id"])
-    (running / RECORD_FILE).write_text("\n".join(kept) + "\n" + kept[-1][: len(kept[-1]) // 2])
-    lock = FolderLock(running).acquire()  # its launch is still running
+    finished = read_record(out)
+    record = SearchRecord(running, finished.objective).open_for_writing()
+    for trial in sorted(finished.trials.values(), key=lambda t: t.number):
+        record.add_trial(trial.trial_id, trial.config, trial.study_number)
+        first = min(trial.epochs)
+        metrics = {k: v for k, v in trial.epochs[first].items() if k != "time"}
+        record.add_epoch(trial.trial_id, first, metrics, None)
+    record.close_quietly()  # its launch is still running ...
+    with (running / RECORD_FILE).open("a") as handle:  # ... and writing its next line
+        handle.write('{"e": "epoch", "id": "' + trial.trial_id + '", "epoch": 2, "metr')
+    lock = FolderLock(running).acquire()
     try:
-        assert launch.main(["report", str(running)]) == 0
+        drawn = run_to_end(launch_py("report", str(running)))
+        assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
         search = gather(running)
     finally:
         lock.release()
@@ -195,14 +197,16 @@ def test_report_of_a_running_search_uses_what_the_trials_wrote_so_far(searched, 
 
 
 @pytest.mark.slow
-def test_launch_report_redraws_and_refuses_a_folder_that_is_no_search(searched, tmp_path: Path, capsys) -> None:
+def test_launch_report_redraws_and_refuses_a_folder_that_is_no_search(searched, tmp_path: Path) -> None:
     _, out = searched
     (out / REPORT_DIR / CSV_FILE).unlink()
-    assert launch.main(["report", str(out)]) == 0
+    drawn = run_to_end(launch_py("report", str(out)))
+    assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
     assert (out / REPORT_DIR / CSV_FILE).is_file()
-    assert "Logged to the search's MLflow parent run" in capsys.readouterr().out
-    assert launch.main(["report", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    assert "Logged to the search's MLflow parent run" in drawn.stdout
+    refused = run_to_end(launch_py("report", str(tmp_path)))
+    err = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2
     assert len(err) == 1 and err[0].startswith("error:") and "not the output folder of a search" in err[0]
 
 

@@ -1,6 +1,7 @@
 """Interruptions, for real: kill -9 of the launcher, Ctrl-C (SIGINT to its process group), SIGTERM
 (to the launcher alone and to its process group: a preempted node), and a second launch on a
-running folder. The same command continues a search where it stopped."""
+running folder. The same command continues a search where it stopped, and makes the decisions
+an uninterrupted search makes."""
 
 from __future__ import annotations
 
@@ -8,56 +9,41 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.processes import launch, launch_command
-from tests.specs import PROJECT_ROOT, recorded_epochs, tiny_mae_spec, write_spec
+from tests.processes import group_members, launch, launch_command, run_to_end, wait_until
+from tests.specs import read_record, recorded_epochs, tiny_mae_spec, write_spec
+from trainables.results.record import INTERRUPTED, PAUSED
 from trainables.tracking.runs import END_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
 
 
-def _run(spec_file: Path, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(launch_command(spec_file, out), cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
-
-
-def _wait_for(first: subprocess.Popen, log: Path, ready, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        assert first.poll() is None, "the search ended before it could be interrupted:\n" + log.read_text()[-3000:]
-        time.sleep(0.2)
+def _run(spec_file: Path, out: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The search's command, run to its end; it must succeed."""
+    done = run_to_end(launch_command(spec_file, out), timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
 
 
 def _ended(out: Path) -> set[str]:
-    path = out / "record.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return {e["id"] for e in (json.loads(line) for line in lines[:-1]) if e["e"] == "end"}
+    record = read_record(out)
+    return {t.trial_id for t in record.trials.values() if t.ended} if record else set()
+
+
+def _paused(out: Path) -> set[str]:
+    """Trials paused at a rung and not yet promoted."""
+    record = read_record(out)
+    return {t.trial_id for t in record.trials.values() if t.paused} if record else set()
 
 
 SCHEDULERS = {"none": {"type": "none"},
               "asha": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
               "promotion": {"type": "promotion", "grace_period": 1, "reduction_factor": 2}}
-
-
-def _paused(out: Path) -> set[str]:
-    """Trials paused at a rung and not yet promoted, by the record's events."""
-    path = out / "record.jsonl"
-    events = [json.loads(line) for line in (path.read_text().splitlines()[:-1] if path.exists() else [])]
-    paused: set[str] = set()
-    for e in events:
-        if e["e"] == "pause":
-            paused.add(e["id"])
-        elif e["e"] == "promote":
-            paused.discard(e["id"])
-    return paused
 
 
 def _spec(tmp_path: Path, name: str, trials: int, epochs: int, scheduler: str, concurrency: int) -> Path:
@@ -70,47 +56,57 @@ def _spec(tmp_path: Path, name: str, trials: int, epochs: int, scheduler: str, c
     return write_spec(tmp_path, raw, f"{name}.yaml")
 
 
-def _assert_every_epoch_once(out: Path, epochs_of: dict[str, int]) -> None:
-    for trial_id, rows in recorded_epochs(out).items():
-        assert [r["epoch"] for r in rows] == list(range(1, epochs_of[trial_id] + 1)), (trial_id, rows)
+def _assert_every_epoch_once(out: Path, summary: dict) -> None:
+    """Every trial's epochs recorded 1..its last, none skipped."""
+    rows = recorded_epochs(out)
+    for trial in summary["trials"]:
+        assert [r["epoch"] for r in rows[trial["trial_id"]]] == list(range(1, trial["epochs"] + 1)), trial
+
+
+def _child_runs(summary: dict) -> list:
+    info = summary["mlflow"]
+    return MlflowClient(info["tracking_uri"]).search_runs(
+        [info["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+
+
+def _parent_run(summary: dict):
+    return MlflowClient(summary["mlflow"]["tracking_uri"]).get_run(summary["mlflow"]["parent_run_id"])
 
 
 def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
-    trials, epochs = 6, 4
+    trials, epochs = 4, 4
     spec_file = _spec(tmp_path, "resume", trials, epochs, scheduler="none", concurrency=2)
-    out = tmp_path / "out"
-    first = launch(launch_command(spec_file, out), tmp_path / "first.log", ENV)
+    out, log = tmp_path / "out", tmp_path / "first.log"
+    first = launch(launch_command(spec_file, out), log)
 
     def two_done_one_running() -> bool:
         rows = recorded_epochs(out)
         return len(_ended(out)) >= 2 and any(r and r[-1]["epoch"] < epochs for r in rows.values())
 
-    _wait_for(first, tmp_path / "first.log", two_done_one_running)
+    wait_until(two_done_one_running, 240, "two trials ended and one running", first, log)
     done_before = _ended(out)
     os.killpg(first.pid, signal.SIGKILL)  # the launcher and its embedded Ray, with no warning
     first.wait(timeout=30)
-    time.sleep(2)  # let the killed Ray processes go
+    wait_until(lambda: not group_members(first.pid), 60, "the killed launch's Ray processes gone")
     interrupted = {t for t, rows in recorded_epochs(out).items() if t not in done_before and rows}
 
     second = _run(spec_file, out)  # the same command; the dead launch's lock does not block it
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "Resuming the search" in second.stdout
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["state"] == "finished" and len(summary["trials"]) == trials
     assert all(t["status"] == "finished" and t["epochs"] == epochs for t in summary["trials"])
-    _assert_every_epoch_once(out, {t["trial_id"]: epochs for t in summary["trials"]})
+    _assert_every_epoch_once(out, summary)
     rows = recorded_epochs(out)
     for trial_id in done_before:  # ended trials were kept, not run again
         assert all(r["resumed_from_epoch"] == 0 for r in rows[trial_id])
     for trial_id in interrupted:  # unfinished ones continued from their last checkpoint
         assert rows[trial_id][-1]["resumed_from_epoch"] >= 1, rows[trial_id]
 
+    assert sorted(r.data.tags[TRIAL_ID_TAG] for r in _child_runs(summary)) == \
+        sorted(t["trial_id"] for t in summary["trials"])
     info = summary["mlflow"]
     client = MlflowClient(info["tracking_uri"])
-    runs = client.search_runs([info["experiment_id"]],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
-    assert sorted(r.data.tags[TRIAL_ID_TAG] for r in runs) == sorted(t["trial_id"] for t in summary["trials"])
     assert len(client.search_runs([info["experiment_id"]], filter_string="tags.`hpsearch.role` = 'search'")) == 1
 
     # The persisted study (what optuna-dashboard reads) was continued: one trial per search
@@ -120,86 +116,26 @@ def test_killed_search_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert all(sorted(t.intermediate_values) == list(range(1, epochs + 1)) for t in stored.trials)
 
 
-def _launch_until(tmp_path: Path, name: str, trials: int, epochs: int,
-                  reports: int) -> tuple[Path, Path, Path, subprocess.Popen]:
-    """A search without a scheduler, 2 trials at a time, launched and running until it has
-    recorded ``reports`` epochs: its spec file, output folder, log and process."""
-    spec_file = _spec(tmp_path, name, trials, epochs, scheduler="none", concurrency=2)
+def test_sigterm_to_the_launcher_alone_interrupts_like_ctrl_c(tmp_path: Path) -> None:
+    """What a batch scheduler sends the job's main process (Slurm's --signal): SIGTERM, then
+    SIGKILL after a grace period (30 s here). The process group's case, and the continuation,
+    are in the decision test below."""
+    spec_file = _spec(tmp_path, "sigterm", trials=3, epochs=4, scheduler="none", concurrency=2)
     out, log = tmp_path / "out", tmp_path / "first.log"
-    first = launch(launch_command(spec_file, out), log, ENV)
-    _wait_for(first, log, lambda: sum(len(r) for r in recorded_epochs(out).values()) >= reports)
-    return spec_file, out, log, first
+    first = launch(launch_command(spec_file, out), log)
+    wait_until(lambda: sum(len(r) for r in recorded_epochs(out).values()) >= 2, 240, "two epochs recorded",
+               first, log)
 
-
-def test_ctrl_c_interrupts_truthfully_and_the_same_command_continues(tmp_path: Path) -> None:
-    trials, epochs = 4, 5
-    spec_file, out, log, first = _launch_until(tmp_path, "ctrlc", trials, epochs, reports=3)
-
-    # A second launch on the running folder: refused at once, in one line naming the search.
-    started = time.monotonic()
-    busy = _run(spec_file, out, timeout=60)
-    assert busy.returncode == 2 and time.monotonic() - started < 15
-    lines = busy.stderr.strip().splitlines()
-    assert len(lines) == 1 and "a search is running there" in lines[0] and f"process {first.pid}" in lines[0]
-
-    os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
-    assert first.wait(timeout=60) == 130, log.read_text()[-3000:]
-    text = log.read_text()
-    assert "Interrupted" in text and "same command" in text
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["state"] == "interrupted"
-    assert {t["status"] for t in summary["trials"]} <= {"finished", "interrupted"}
-    cut = [t for t in summary["trials"] if t["status"] == "interrupted"]
-    assert cut and not (out / "best").exists()
-    info = summary["mlflow"]
-    client = MlflowClient(info["tracking_uri"])
-    assert client.get_run(info["parent_run_id"]).info.status == "KILLED"
-    for run in client.search_runs([info["experiment_id"]],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'"):
-        if run.data.tags[TRIAL_ID_TAG] in {t["trial_id"] for t in cut}:
-            assert run.info.status == "KILLED" and run.data.tags[END_TAG] == "interrupted"
-
-    second = _run(spec_file, out)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["state"] == "finished" and len(summary["trials"]) == trials
-    assert all(t["status"] == "finished" for t in summary["trials"])
-    _assert_every_epoch_once(out, {t["trial_id"]: epochs for t in summary["trials"]})
-    runs = client.search_runs([info["experiment_id"]],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
-    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == trials
-
-
-@pytest.mark.parametrize("to_group", [False, True], ids=["launcher", "process-group"])
-def test_sigterm_interrupts_like_ctrl_c_and_the_same_command_continues(tmp_path: Path, to_group: bool) -> None:
-    """What a preempting scheduler sends: SIGTERM, then SIGKILL after a grace period (30 s here)."""
-    trials, epochs = 3, 4
-    spec_file, out, log, first = _launch_until(tmp_path, "sigterm", trials, epochs, reports=2)
-
-    if to_group:
-        os.killpg(first.pid, signal.SIGTERM)
-    else:
-        os.kill(first.pid, signal.SIGTERM)
+    os.kill(first.pid, signal.SIGTERM)
     assert first.wait(timeout=30) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     text = log.read_text()
     assert "Interrupted (SIGTERM)" in text and "same command" in text and "Traceback" not in text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["state"] == "interrupted" and summary["interrupted_by"] == "SIGTERM"
-    cut = {t["trial_id"] for t in summary["trials"] if t["status"] == "interrupted"}
+    cut = {t["trial_id"] for t in summary["trials"] if t["status"] == INTERRUPTED}
     assert cut and all(t["epochs"] >= 1 for t in summary["trials"] if t["trial_id"] in cut)
-    info = summary["mlflow"]
-    client = MlflowClient(info["tracking_uri"])
-    assert client.get_run(info["parent_run_id"]).info.status == "KILLED"
-    runs = client.search_runs([info["experiment_id"]],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
-    assert {r.data.tags[TRIAL_ID_TAG] for r in runs if r.info.status == "KILLED"} == cut
-
-    second = _run(spec_file, out, timeout=600)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "Resuming the search" in second.stdout
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["state"] == "finished" and summary["interrupted_by"] is None and len(summary["trials"]) == trials
-    _assert_every_epoch_once(out, {t["trial_id"]: epochs for t in summary["trials"]})
+    assert _parent_run(summary).info.status == "KILLED"
+    assert {r.data.tags[TRIAL_ID_TAG] for r in _child_runs(summary) if r.info.status == "KILLED"} == cut
 
 
 def _decisions(out: Path) -> list[tuple]:
@@ -207,36 +143,69 @@ def _decisions(out: Path) -> list[tuple]:
     summary = json.loads((out / "summary.json").read_text())
     by_id = {t["trial_id"]: t for t in summary["trials"]}
     rows = recorded_epochs(out)
-    order = [json.loads(line)["id"] for line in (out / "record.jsonl").read_text().splitlines()
-             if json.loads(line)["e"] == "trial"]
-    return [(json.dumps(by_id[t]["config"], sort_keys=True), by_id[t]["status"], by_id[t]["rung"],
-             [round(r["val_mse"], 5) for r in rows[t]]) for t in order]
+    order = sorted(read_record(out).trials.values(), key=lambda t: t.number)
+    return [(json.dumps(by_id[t.trial_id]["config"], sort_keys=True), by_id[t.trial_id]["status"],
+             by_id[t.trial_id]["rung"], [round(r["val_mse"], 5) for r in rows[t.trial_id]]) for t in order]
 
 
-@pytest.mark.parametrize("scheduler", ["asha", "promotion"])
-def test_continued_search_makes_the_stop_decisions_of_an_uninterrupted_one(tmp_path: Path, scheduler: str) -> None:
+@pytest.mark.parametrize("scheduler,interruption", [("asha", "Ctrl-C"), ("promotion", "SIGTERM to the group")])
+def test_continued_search_makes_the_stop_decisions_of_an_uninterrupted_one(tmp_path: Path, scheduler: str,
+                                                                           interruption: str) -> None:
     """The same seeded TPE + ASHA search, once straight through and once interrupted (Ctrl-C,
-    then the same command): the same configurations, stopped (or paused and promoted) at the
-    same rungs, with the same values."""
-    spec_file = _spec(tmp_path, "decide", trials=7, epochs=4, scheduler=scheduler, concurrency=1)
-    straight = _run(spec_file, tmp_path / "straight")
-    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
+    or SIGTERM to the process group as a preempted node gets), then the same command: the same
+    configurations, stopped (or paused and promoted) at the same rungs, with the same values.
+    The interruption is truthful (summary.json, MLflow), and the continued search ends whole."""
+    trials = 7
+    spec_file = _spec(tmp_path, "decide", trials=trials, epochs=4, scheduler=scheduler, concurrency=1)
+    _run(spec_file, tmp_path / "straight")
 
-    out = tmp_path / "interrupted"
-    log = tmp_path / "first.log"
-    first = launch(launch_command(spec_file, out), log, ENV)
+    out, log = tmp_path / "interrupted", tmp_path / "first.log"
+    first = launch(launch_command(spec_file, out), log)
     if scheduler == "promotion":  # its trials end late (paused ones only at the search's end)
-        _wait_for(first, log, lambda: len(recorded_epochs(out)) >= 3 and len(_paused(out)) >= 2)
+        wait_until(lambda: len(recorded_epochs(out)) >= 3 and len(_paused(out)) >= 2, 240,
+                   "three trials recorded, two paused", first, log)
     else:
-        _wait_for(first, log, lambda: len(_ended(out)) >= 3 and len(recorded_epochs(out)) > len(_ended(out)))
-    os.killpg(first.pid, signal.SIGINT)
-    assert first.wait(timeout=60) == 130, log.read_text()[-3000:]
+        wait_until(lambda: len(_ended(out)) >= 3 and len(recorded_epochs(out)) > len(_ended(out)), 240,
+                   "three trials ended and one running", first, log)
+
+    if interruption == "Ctrl-C":
+        # A second launch on the running folder: refused before it starts Ray, in one line naming
+        # the search (no time bound: on a loaded machine its imports alone took 45 s).
+        busy = run_to_end(launch_command(spec_file, out), timeout=300)
+        assert busy.returncode == 2 and "Ray cluster" not in busy.stdout
+        lines = busy.stderr.strip().splitlines()
+        assert len(lines) == 1 and "a search is running there" in lines[0] and f"process {first.pid}" in lines[0]
+        os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+        assert first.wait(timeout=60) == 130, log.read_text()[-3000:]
+        said, by = "Interrupted", "SIGINT"
+    else:
+        os.killpg(first.pid, signal.SIGTERM)
+        assert first.wait(timeout=30) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        said, by = "Interrupted (SIGTERM)", "SIGTERM"
+    text = log.read_text()
+    assert said in text and "same command" in text and "Traceback" not in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "interrupted" and summary["interrupted_by"] == by
+    assert not (out / "best").exists()  # nothing is exported from an interrupted search
+    cut = {t["trial_id"] for t in summary["trials"] if t["status"] == INTERRUPTED}
+    assert interruption != "Ctrl-C" or cut
+    # The runs of trials not ended (cut, or paused at a rung) are KILLED until the search continues.
+    unfinished = cut | {t["trial_id"] for t in summary["trials"] if t["status"] == PAUSED}
+    assert _parent_run(summary).info.status == "KILLED"
+    for run in _child_runs(summary):
+        assert (run.info.status == "KILLED") == (run.data.tags[TRIAL_ID_TAG] in unfinished), run.data.tags
+        assert run.data.tags[TRIAL_ID_TAG] not in unfinished or run.data.tags[END_TAG] == INTERRUPTED
+
     continued = _run(spec_file, out)
-    assert continued.returncode == 0, continued.stdout[-3000:] + continued.stderr[-3000:]
+    assert "Resuming the search" in continued.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["interrupted_by"] is None and len(summary["trials"]) == trials
+    _assert_every_epoch_once(out, summary)
+    runs = _child_runs(summary)
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == trials
 
     expected = _decisions(tmp_path / "straight")
     assert any(status == "stopped early" for _, status, _, _ in expected)  # ASHA had decisions to make
-    if scheduler == "promotion":  # and some trial was paused, then promoted
-        events = [json.loads(line) for line in (tmp_path / "straight" / "record.jsonl").read_text().splitlines()]
-        assert any(e["e"] == "promote" for e in events)
+    if scheduler == "promotion":  # and some trial was promoted: each pauses at the first rung (epoch 1)
+        assert any(len(rows) > 1 for rows in recorded_epochs(tmp_path / "straight").values())
     assert _decisions(out) == expected

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.specs import PROJECT_ROOT, tiny_mae_spec, write_spec
+from tests.processes import launch_py, run_to_end
+from tests.specs import tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.outputs import CHECKPOINT_STATE_FILE
 from trainables.trial.checkpoints import load_state
@@ -84,10 +85,22 @@ def test_cli_refuses_impossible_resources_with_one_line(tmp_path: Path) -> None:
     raw = tiny_mae_spec("too-many-gpus")
     raw["resources"] = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1, "use_gpu": "yes"}
     spec_file = write_spec(tmp_path, raw)
-    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "launch.py"), "--space", str(spec_file),
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    result = run_to_end(launch_py("--space", str(spec_file), "--out", str(tmp_path / "out")))
     assert result.returncode == 2
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert error_lines == [error_lines[0]] and "needs 1 CPU and 1 GPU" in error_lines[0], result.stderr
     assert error_lines[0].startswith(f"error: {spec_file.name}: resources: no trial can ever start")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_data_folder_of_the_users_own_that_shadows_the_services_is_named(tmp_path: Path) -> None:
+    """A user's own `data` package in the working directory is found before the service's: the
+    import says so in one line instead of failing on a missing name deep inside."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "__init__.py").write_text("")
+    done = run_to_end([sys.executable, "-c", "import trainables"], cwd=tmp_path, timeout=120)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: hpsearch needs its own 'data' package"), done.stderr[-2000:]
+    assert f"finds 'data' at {(tmp_path / 'data').resolve()} first" in last

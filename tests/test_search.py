@@ -158,24 +158,6 @@ def test_exported_checkpoint_loads_and_reproduces_its_metric(finished_search) ->
     assert spec.model.args["size"] == summary["best"]["config"]["model.args.size"]
 
 
-def test_multi_worker_trial_trains_with_ddp_under_torch_trainer(ray_cluster, tmp_path: Path) -> None:
-    raw = tiny_mae_spec("ddp")
-    raw["search"] = {"training.lr": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-3}}
-    raw["scheduler"] = {"type": "none"}
-    raw["resources"] = {"workers": 2, "cpus_per_worker": 1}
-    raw["budget"] = {"trials": 1}
-    raw["training"]["epochs"] = 2
-    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
-    out = tmp_path / "out"
-    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=lambda line: None)
-    (trial,) = summary["trials"]
-    assert trial["status"] == "finished" and trial["epochs"] == 2
-    # Rank 0 of the Ray Train run wrote its checkpoints where one-worker trials write theirs.
-    assert Path(trial["checkpoint"]) == out / "trials" / trial["trial_id"] / "epoch_002"
-    assert load_config(out / "best")["resources"]["workers"] == 2
-    assert isinstance(load_model(out / "best"), torch.nn.Module)
-
-
 def test_epochs_tied_on_the_best_value_still_export_a_checkpoint(ray_cluster, tmp_path: Path) -> None:
     raw = tiny_mae_spec("ties")
     # A model and a data kind of the user's own, both through `imports`: the trial process

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.specs import PROJECT_ROOT, SEARCH_SPACES, tiny_mae_spec, write_spec
+from tests.processes import launch_py, run_to_end
+from tests.specs import SEARCH_SPACES, tiny_mae_spec, write_spec
 from trainables.spec.distributions import Choice, Grid, IntRange, LogUniform
-from trainables.spec.schema import SpecError, trial_spec
+from trainables.spec.schema import EXPERIMENT_KEY, SpecError, trial_spec
 from trainables.spec.loading import load_spec
 
 
@@ -31,19 +31,18 @@ def _with(raw: dict, path: str, value) -> dict:
 
 _DELETE = object()
 
-# (case, path to change ("/"-separated), new value, text the error must contain)
+# (case, path to change ("/"-separated), new value, text the error must contain): one case per
+# rule of ours (the one-line wording of pydantic's errors is one rule: "wrong type" shows it;
+# pydantic's own constraint messages are not tested again here).
 BAD_SPECS = [
     ("unknown top-level key", "epochs", 3, "epochs: unknown key; expected one of:"),
     ("unknown training key", "training/epoch", 3, "training.epoch: unknown key; expected one of: batch_size"),
-    ("wrong type", "training/epochs", "many", "training.epochs: Input should be a valid integer"),
-    ("non-positive", "training/batch_size", 0, "training.batch_size: Input should be greater than 0"),
-    ("bad literal", "training/optimizer", "adamax", "training.optimizer: Input should be 'adamw', 'adam' or 'sgd'"),
+    ("wrong type", "training/epochs", "many", "training.epochs: Input should be a valid integer (got 'many')"),
     ("missing model", "model", _DELETE, "model: required key is missing"),
     ("unknown model", "model/name", "resnet9000", "model.name: unknown model 'resnet9000'; known models: "),
     ("unknown model argument", "model/args/depth", 3, "model.args.depth: unknown argument of model 'mae_vit'"),
     ("model argument type", "model/args/mask_ratio", "high",
      "model.args.mask_ratio: Input should be a valid number, unable to parse string as a number (got 'high')"),
-    ("model argument range", "model/args/mask_ratio", 1.5, "model.args.mask_ratio: Input should be less than 1 (got 1.5)"),
     ("model arguments that do not fit", "model/args/img_size", 10,
      "model.args.img_size: must be a multiple of patch_size = 4 (got 10)"),
     ("low > high", "search/training.lr", {"type": "uniform", "low": 0.1, "high": 0.01},
@@ -56,8 +55,6 @@ BAD_SPECS = [
      "search.training.lr: unknown distribution type 'normal'; expected one of: uniform, loguniform, int, choice, grid"),
     ("distribution without type", "search/training.lr", {"low": 0.0, "high": 1.0},
      "search.training.lr: a distribution needs a type"),
-    ("empty choice", "search/model.args.size", {"type": "choice", "values": []},
-     "search.model.args.size.values: List should have at least 1 item"),
     ("unknown distribution key", "search/training.lr", {"type": "uniform", "low": 0.1, "high": 0.2, "hi": 1},
      "search.training.lr.hi: unknown key"),
     ("searched value invalid", "search/training.epochs", {"type": "int", "low": 0, "high": 4},
@@ -69,7 +66,6 @@ BAD_SPECS = [
     ("missing data file", "data/path", "/nonexistent/cubes.h5",
      "data.path: no such file or directory: /nonexistent/cubes.h5"),
     ("unknown data key", "data/crops", 8, "data.crops: unknown key; expected one of: cache_dir, crop"),
-    ("data fraction range", "data/val_fraction", 1.5, "data.val_fraction: Input should be less than 1"),
     ("unknown data kind", "data/kind", "tabular", "data: unknown data kind 'tabular'; expected one of: "),
     ("resources on unsearched path", "resources/depends_on", "training.lr",
      "resources.depends_on: expected a searched path with choice or grid values"),
@@ -220,9 +216,8 @@ def test_trial_spec_writes_sampled_values_into_the_resolved_spec(tmp_path: Path)
     assert trial.search == {}
 
 
-def _launch(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "launch.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    return run_to_end(launch_py(*args))
 
 
 @pytest.mark.slow
@@ -270,9 +265,9 @@ def test_experiment_matrix_validates_each_experiment(tmp_path: Path) -> None:
         load_spec(str(write_spec(tmp_path, raw)))
     raw["experiments"]["broken"] = {"model.args.size": "gigantic"}
     spec, _ = load_spec(str(write_spec(tmp_path, raw)), ["experiments.broken={model.args.size: small}"])
-    assert trial_spec(spec, {"experiments": "longer"}).training.epochs == 6
-    assert trial_spec(spec, {"experiments": "broken"}).model.args["size"] == "small"
-    assert trial_spec(spec, {"experiments": "baseline"}).training.epochs == spec.training.epochs
+    assert trial_spec(spec, {EXPERIMENT_KEY: "longer"}).training.epochs == 6
+    assert trial_spec(spec, {EXPERIMENT_KEY: "broken"}).model.args["size"] == "small"
+    assert trial_spec(spec, {EXPERIMENT_KEY: "baseline"}).training.epochs == spec.training.epochs
 
 
 def test_experiment_matrix_is_compiled_into_a_grid_over_its_names(tmp_path: Path) -> None:
@@ -281,8 +276,8 @@ def test_experiment_matrix_is_compiled_into_a_grid_over_its_names(tmp_path: Path
     raw["resources"] = {"workers": 1}
     raw["experiments"] = {"baseline": {}, "longer": {"training.epochs": 6}}
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
-    assert spec.searcher.type == "grid" and list(spec.search) == ["experiments"]
-    assert isinstance(spec.search["experiments"], Grid) and spec.search["experiments"].values == ["baseline", "longer"]
+    assert spec.searcher.type == "grid" and list(spec.search) == [EXPERIMENT_KEY]
+    assert isinstance(spec.search[EXPERIMENT_KEY], Grid) and spec.search[EXPERIMENT_KEY].values == ["baseline", "longer"]
     # The resolved spec (as saved in the output folder) reads back to the same spec.
     resolved = write_spec(tmp_path, spec.model_dump(mode="json"), "resolved.yaml")
     assert load_spec(str(resolved))[0] == spec
@@ -321,7 +316,6 @@ def test_dry_run_accepts_a_data_kind_of_the_users_own(tmp_path: Path) -> None:
 @pytest.mark.parametrize("data,expected", [
     ({"kind": "noise_cubes", "cube": 6}, "data.cube: unknown key; expected one of: bands, cubes, kind, seed, size, "
                                          "val_fraction"),
-    ({"kind": "noise_cubes", "cubes": 1}, "data.cubes: Input should be greater than or equal to 2"),
     ({"kind": "tabular"}, "data: unknown data kind 'tabular'; expected one of: "),
     ({"cubes": 6}, "data: data needs a kind, one of: "),
 ])

@@ -223,7 +223,9 @@ def test_a_warm_started_search_begins_with_the_earlier_best(ray_cluster, tmp_pat
     told = [t for t in done.trials.values() if t.status in (FINISHED, STOPPED)]
     assert expected and told
 
-    spec_file = write_spec(tmp_path, _raw("warm", [str(earlier)]), "warm.yaml")
+    raw = _raw("warm", [str(earlier)])
+    raw["budget"]["trials"] = len(expected)  # the earlier best, tried first, are what is checked
+    spec_file = write_spec(tmp_path, raw, "warm.yaml")
     spec, _ = load_spec(str(spec_file))
     out = tmp_path / "warm"
     printed: list[str] = []

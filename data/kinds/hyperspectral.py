@@ -227,17 +227,22 @@ def build_datasets(
 ) -> tuple[HyperspectralCrops, HyperspectralCrops, PreparedData]:
     """Prepare the data and return (train, val, prepared); the split is made from cfg unless given."""
     prepared = prepare(cfg)
-    if split is None:
-        split = make_split(prepared, cfg)
-    train = HyperspectralCrops(prepared, split.train, cfg.crop, train=True, flip=cfg.flip, window=split.window)
-    val = HyperspectralCrops(prepared, split.val, cfg.crop, train=False, flip=cfg.flip, window=split.window)
+    train, val = _crops(cfg, prepared, split if split is not None else make_split(prepared, cfg))
     return train, val, prepared
 
 
 @register_data_kind(HyperspectralDataConfig)
 def build_hyperspectral_splits(cfg: HyperspectralDataConfig) -> tuple[HyperspectralCrops, HyperspectralCrops,
                                                                       SplitManifest]:
-    """The kind's builder: (train, val, split), the split of windows made from cfg."""
-    split = make_split(prepare(cfg), cfg)
-    train, val, _ = build_datasets(cfg, split)
-    return train, val, split
+    """The kind's builder: (train, val, split), the split of windows made from cfg (the data
+    prepared once: preparing reads every source file's header and band statistics)."""
+    prepared = prepare(cfg)
+    split = make_split(prepared, cfg)
+    return (*_crops(cfg, prepared, split), split)
+
+
+def _crops(cfg: HyperspectralDataConfig, prepared: PreparedData,
+           split: SplitManifest) -> tuple[HyperspectralCrops, HyperspectralCrops]:
+    train = HyperspectralCrops(prepared, split.train, cfg.crop, train=True, flip=cfg.flip, window=split.window)
+    val = HyperspectralCrops(prepared, split.val, cfg.crop, train=False, flip=cfg.flip, window=split.window)
+    return train, val

@@ -14,15 +14,16 @@ that holds the folder's lock, one line per event, as it happens:
     {"e": "session_end", "how": "finished" | "interrupted", "signal": "SIGTERM"}   (signal: what interrupted it)
 
 Everything else reads it: summary.json, the report, MLflow, Optuna, the Ray metrics and the
-console are projections, and a resumed search restores ASHA's rungs and Optuna's history
+console are projections, and a resumed search restores the scheduler's rungs and Optuna's history
 from it. Appending a line costs the same for the 1st trial as for the 1,000th (Tune's own
 snapshot rewrites every trial at every checkpoint). A line cut short by a kill is dropped
 on the next open; a bad line before the last (a full disk, a crash on a network file system)
 is named (DamagedRecordError), never guessed past. An epoch is recorded once: a trial that resumes from its checkpoint
 reports that epoch again, and the repeat is ignored.
 
-The statuses (one vocabulary for every reader): a trial is ``running`` until it ends as
-``finished`` (its epoch budget or early-stopping patience), ``stopped early`` (by ASHA, at
+The statuses (one vocabulary for every reader): a trial is ``running`` (or ``paused`` at a
+rung by the scheduler, its slot given up until it is promoted) until it ends as
+``finished`` (its epoch budget or early-stopping patience), ``stopped early`` (by the scheduler, at
 a rung, or by the search's time limit) or ``failed`` (an error, after its retries, or a
 non-finite loss). A trial that has not ended when its search stops without finishing (Ctrl-C,
 a killed launcher) is ``interrupted`` until the same command continues it.
@@ -49,7 +50,7 @@ ENDED = (FINISHED, STOPPED, FAILED)
 # Why a trial was stopped early.
 BY_SCHEDULER, BY_TIME_LIMIT = "scheduler", "time limit"
 # Seconds a trial has trained and validated, over all its attempts (the loop reports it with
-# each epoch): what ASHA counts when its time_attr is time, since Tune's own time_total_s
+# each epoch): what the scheduler counts when its time_attr is time, since Tune's own time_total_s
 # starts again at each attempt.
 TRIAL_SECONDS = "trial_seconds"
 # The spec's scheduler.time_attr -> the key of the record's epochs that counts it.
@@ -193,7 +194,7 @@ class SearchRecord:
         return self.objective.ranked(self.trials.values(), key=lambda t: t.best_value(self.objective))
 
     # ----- writing -----
-    def open_for_writing(self, listeners: list[RecordListener] = ()) -> "SearchRecord":
+    def open_for_writing(self) -> "SearchRecord":
         """Start a session (the caller holds the folder's lock). A line cut short by a kill is
         removed first, so the next line starts on its own."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,6 @@ class SearchRecord:
                 with self.path.open("r+b") as handle:
                     handle.truncate(data.rfind(b"\n") + 1)
         self._handle = self.path.open("a", buffering=1)  # line-buffered: each event reaches the OS whole
-        self._listeners = list(listeners)
         self._write({"e": "session", "host": socket.gethostname(), "pid": os.getpid()})
         return self
 

@@ -280,7 +280,7 @@ def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:
 
 def best_trial_figures(search: SearchData) -> list[Path]:
     """The best trial's validation figures: from ``best/`` once the search has finished,
-    else the latest epoch the tracking callback copied out of its checkpoints."""
+    else the latest epoch the MLflow projection (a record listener) copied out of its checkpoints."""
     if search.best_trial_id is None:
         return []
     exported = search.out_dir / BEST_DIR / FIGURES_DIR

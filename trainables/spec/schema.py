@@ -30,7 +30,9 @@ from trainables.spec.section import Section
 
 # Paths a search may address; data settings are searchable too (crop size, say).
 SEARCHABLE_SECTIONS = ("model", "training", "data")
-EXPERIMENT_KEY = "experiments"  # the trial config key naming an experiment of a matrix
+# In a matrix, the trial config key holding the name of the one experiment (of the spec's
+# `experiments:` section) that the trial runs.
+EXPERIMENT_KEY = "experiment"
 
 
 class SpecError(ValueError):
@@ -46,7 +48,7 @@ class ModelSpec(_Section):
 
 
 class TrainingSpec(_Section):
-    epochs: PositiveInt = 10  # full budget of a trial; ASHA may stop it sooner
+    epochs: PositiveInt = 10  # full budget of a trial; the scheduler may stop or pause it sooner
     batch_size: PositiveInt = 16  # per worker; the global batch is batch_size * workers
     max_steps_per_epoch: PositiveInt | None = None  # cap optimizer steps per epoch (quick CPU runs)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"

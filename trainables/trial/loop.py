@@ -117,7 +117,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
         except NonFiniteLossError as exc:
             # Not an error to retry: the same weights diverge again. The trial ends as failed
             # (NaN metric, no checkpoint) and the search goes on.
-            session.report({metric: float("nan"), "epoch": epoch, "finished": True, "failed": True,
+            session.report({metric: float("nan"), "epoch": epoch, "finished": False, "failed": True,
                             "stop_reason": str(exc), "resumed_from_epoch": start_epoch - 1,
                             "checkpointed": False, TRIAL_SECONDS: trial_seconds})
             return
@@ -141,8 +141,8 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
             best_value=best_value,
             samples_per_s=result.samples * session.world_size / max(result.seconds, 1e-9),
             epoch_time_s=result.seconds,
-            # `finished` tells the searcher and the tracker that this trial ended on its own
-            # terms (full budget or patience) rather than being stopped by ASHA.
+            # `finished`: this trial ends here on its own terms (full budget or patience), not
+            # stopped by the scheduler; `failed` (a non-finite loss, above) is the loop's other end.
             finished=finished,
             stop_reason="patience" if patience_hit and epoch < cfg.epochs else ("budget" if finished else ""),
             failed=False,

@@ -3,7 +3,7 @@
 A one-worker trial runs the loop right here, in the trial process (about 0.1 s to start
 with actor reuse). A trial with more workers starts a ``TorchTrainer`` (DDP, 13 to 40 s
 of worker-group start measured on a 2-CPU machine) named after the trial, whose rank 0
-reports reach Tune through ``TuneReportCallback`` so ASHA sees every epoch (Ray 2.60 Train
+reports reach Tune through ``TuneReportCallback`` so the scheduler sees every epoch (Ray 2.60 Train
 V2: ``Tuner(TorchTrainer)`` is not supported any more).
 
 Both report metrics only. Checkpoints are written by the loop into the trial's folder of
@@ -39,7 +39,7 @@ class TuneSession:
 
     def stop_requested(self) -> bool:
         # Tune runs a function trainable in a thread that keeps training after each report;
-        # when ASHA stops the trial, Tune sets this event and gives the thread
+        # when the scheduler stops (or pauses) the trial, Tune sets this event and gives the thread
         # TUNE_FUNCTION_THREAD_TIMEOUT_S to end before it reuses the actor. Checking it
         # after every optimizer step ends a stopped trial within one step instead of one
         # epoch, so no CPU goes to a trial already stopped. Ray has no public API for this.

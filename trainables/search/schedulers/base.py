@@ -135,7 +135,7 @@ class PolicyScheduler(FIFOScheduler):
         if key not in result:
             return CONTINUE
         decision = self.policy.on_result(trial.trial_id, result[key], result.get(self.objective.metric))
-        if result.get("finished"):  # it ends on its own terms; its value still enters the rungs
+        if result.get("finished") or result.get("failed"):  # the loop ends it; its value still enters the rungs
             return CONTINUE
         if decision == PAUSE:
             self.pauses[trial.trial_id] = self.policy.rung_of(trial.trial_id)
