@@ -1,6 +1,6 @@
 """A full disk met by each writer on its own, on a real small file system (tmpfs), and every wait
 on a background writer bounded (a real blocked server, a real full journal). No Ray here;
-tests/test_full_disk.py runs whole searches."""
+tests/test_full_disk.py runs whole searches. The tmpfs tests are slow-marked: mounting runs `mount`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from trainables.trial.checkpoints import save_checkpoint
 OBJECTIVE = Objective("val_loss", "min")
 
 
+@pytest.mark.slow  # mounts a tmpfs (a `mount` subprocess)
 def test_record_writer_cuts_a_failed_write_back_and_refuses_the_next(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", 64) as disk:
         record = SearchRecord(disk, OBJECTIVE).open_for_writing()
@@ -54,6 +55,7 @@ def test_record_writer_cuts_a_failed_write_back_and_refuses_the_next(tmp_path: P
         assert len(SearchRecord(disk, OBJECTIVE).trials) == issued + 1
 
 
+@pytest.mark.slow  # mounts a tmpfs (a `mount` subprocess)
 def test_a_checkpoint_that_does_not_fit_is_a_disk_fault_and_leaves_nothing(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", 256) as disk:
         folder = disk / "trials" / "t1"
@@ -119,6 +121,7 @@ def test_mlflow_writer_on_a_hung_server_is_not_waited_for_without_bound(tmp_path
         server.close()
 
 
+@pytest.mark.slow  # mounts a tmpfs (a `mount` subprocess)
 def test_mlflow_journal_on_a_full_disk_never_hangs_and_ends_the_search(tmp_path: Path, capsys) -> None:
     """The issue's hang: the server unreachable, and its journal on a full disk."""
     closed = socket.socket()
