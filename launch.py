@@ -3,8 +3,9 @@
 `python launch.py report OUT` to draw a search's report.
 
 Parses arguments, loads and checks the spec, then hands over to trainables.search.run. Every
-input problem (a damaged record included) ends here as one line on stderr and exit status 2,
-before Ray starts.
+input problem (a damaged record, a disk too small for the search included) ends here as one
+line on stderr and exit status 2, before Ray starts. A disk that fills during the search ends
+it as interrupted, in one line, with exit status 74.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from trainables.disk_space import DiskFullError
 from trainables.folder_lock import FolderBusyError
 from trainables.results.record import SEARCH_INTERRUPTED, DamagedRecordError
 from trainables.spec.loading import load_spec
@@ -23,6 +25,10 @@ EXIT_BAD_INPUT = 2
 # A search interrupted by a signal exits as the shell reports a command the signal ended:
 # 128 + its number (130 for Ctrl-C, 143 for SIGTERM), so a batch system sees it was preempted.
 EXIT_SIGNALLED = 128
+# A search interrupted by a full disk (sysexits' EX_IOERR): not a signal's status, so a batch
+# script that requeues a preempted search (143) does not requeue this one into the same full
+# disk; someone must free space first. Then the same command continues it.
+EXIT_DISK_FULL = 74
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, FolderBusyError, DamagedRecordError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DiskFullError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL
     if summary["state"] == SEARCH_INTERRUPTED:
         return EXIT_SIGNALLED + signal.Signals[summary["interrupted_by"]]
     return 0 if summary["best"] is not None else 1

@@ -16,7 +16,8 @@ from tests.processes import MlflowServer, launch_py, run_to_end
 from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
 from trainables.search.run import SearchOptions, launch_search
-from trainables.tracking.runs import JOURNAL_FILE, TRIAL_ID_TAG
+from trainables.tracking.journal import JOURNAL_FILE
+from trainables.tracking.runs import TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 

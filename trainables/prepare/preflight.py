@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from data import DataError, build_splits
+from trainables.disk_space import free_bytes, size_text
 from models import create_model
 from trainables.outputs import RECORD_FILE, SPEC_FILE, SPLIT_FILE
 from trainables.spec.distributions import Choice, Grid
@@ -163,6 +164,11 @@ def dry_run_report(spec: SearchSpec, out_dir: Path, samples: int = 3) -> str:
     lines += ["", f"# Resources per trial where the cluster has GPUs (without GPUs: {spec.resources.workers} "
                   f"worker(s) per trial, no GPU, the same CPUs and memory)"]
     lines += [f"{label}: {r.workers} worker(s) x ({r.describe()})" for label, r in resource_table(spec)]
+    from trainables.prepare.space import space_needed
+
+    need = space_needed(spec, out_dir)
+    lines += ["", f"# Disk: a search of this spec needs {need.describe()}; "
+                  f"{size_text(free_bytes(out_dir))} free where {out_dir}/ is"]
     lines += ["", f"Spec and data are valid. A real run writes to {out_dir}/"]
     return "\n".join(lines)
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainables.disk_space import append_whole, as_disk_full
 from trainables.objective import Objective, is_number
 from trainables.outputs import RECORD_FILE, checkpoint_name, trial_dir
 
@@ -140,6 +141,7 @@ class SearchRecord:
         self.trials: dict[str, TrialRecord] = {}
         self.sessions: list[dict[str, Any]] = []  # each launch: its start, its last event time, how it ended
         self._handle = None
+        self._refused: OSError | None = None  # the failed write that stopped this writer
         self._listeners: list[RecordListener] = []
         self.path = out_dir / RECORD_FILE
         self.damage: DamagedRecordError | None = None
@@ -203,7 +205,10 @@ class SearchRecord:
             if data and not data.endswith(b"\n"):
                 with self.path.open("r+b") as handle:
                     handle.truncate(data.rfind(b"\n") + 1)
-        self._handle = self.path.open("a", buffering=1)  # line-buffered: each event reaches the OS whole
+        # Unbuffered bytes: an event reaches the OS whole or, on a failed write, is cut back
+        # (nothing is left in a buffer for close() to flush after a failure).
+        self._handle = self.path.open("ab", buffering=0)
+        self._refused = None
         self._write({"e": "session", "host": socket.gethostname(), "pid": os.getpid()})
         return self
 
@@ -276,16 +281,30 @@ class SearchRecord:
             self._handle = None
 
     def close(self, how: str, signal_name: str | None = None) -> None:
-        if self._handle is not None:
+        if self._handle is not None and self._refused is None:
             self._write({"e": "session_end", "how": how, **({"signal": signal_name} if signal_name else {})})
-            self._handle.close()
-            self._handle = None
+        self.close_quietly()
 
     # ----- folding -----
     def _write(self, event: dict[str, Any]) -> list[str]:
         event["t"] = time.time()
-        self._handle.write(json.dumps(event, default=str) + "\n")
+        self._append((json.dumps(event, default=str) + "\n").encode())
         return self._apply(event)
+
+    def _append(self, line: bytes) -> None:
+        """Append one whole line, or none: a write that fails (a full disk) is cut back to the
+        last whole line and every later write is refused, so the record never holds a partial
+        line followed by whole ones. The event is then not applied either."""
+        if self._refused is not None:
+            raise self._refused
+        try:
+            append_whole(self._handle, line)
+        except OSError as exc:
+            full = as_disk_full(exc, self.out_dir, f"the record {RECORD_FILE}")
+            self._refused = full or exc
+            if full is None:
+                raise
+            raise full from exc
 
     def _apply(self, event: dict[str, Any]) -> list[str]:
         """Fold one event into the state; returns checkpoint folders it made obsolete."""

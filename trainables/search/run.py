@@ -10,6 +10,10 @@ Ctrl-C (SIGINT) and SIGTERM (a preempted node, Slurm's --signal, Kubernetes' pod
 the first ends every running trial at its last completed epoch (already recorded and
 checkpointed), records the search as interrupted and returns; the same command then
 continues it. A second signal ends at once.
+
+A full disk (trainables/disk_space.py), met by any writer, ends the search the same way and
+then raises DiskFullError, naming what could not be written and what the search needs; no
+trial is failed for it, and the same command continues once there is space.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from ray.tune.stopper import Stopper
 
+from trainables.disk_space import DiskFault, DiskFullError, as_disk_full
 from trainables.spec.schema import SearchSpec, SpecError
 
 # What ends a search as interrupted, not as a result: Ctrl-C, and the polite kill of a scheduler
@@ -49,7 +54,7 @@ def launch_search(spec: SearchSpec, options: SearchOptions, where: str = "spec",
                   echo: Callable[[str], None] = print) -> dict[str, Any]:
     """What ``launch.py`` does once the spec is loaded: take the folder's lock (refused at
     once while another launch holds it), check the data and the model, prepare the folder,
-    run the search. Returns the summary."""
+    check it has the space the search needs, run the search. Returns the summary."""
     from trainables.folder_lock import FolderLock
     from trainables.prepare.preflight import (
         check_data_and_model,
@@ -58,18 +63,25 @@ def launch_search(spec: SearchSpec, options: SearchOptions, where: str = "spec",
         prepare_output,
         write_split_manifest,
     )
+    from trainables.prepare.space import check_free_space
 
     check_warm_start(spec, options.out_dir, where)
     make_output_folder(options.out_dir)
-    lock = FolderLock(options.out_dir).acquire()
+    try:
+        lock = FolderLock(options.out_dir).acquire()
+    except OSError as exc:  # the lock's holder file, on a disk already full
+        raise as_disk_full(exc, options.out_dir, "the folder's lock") or exc from None
     try:
         check_data_and_model(spec, where)
         if not prepare_output(spec, options.out_dir, options.resume):
             write_split_manifest(spec, options.out_dir)
+        needed = check_free_space(spec, options.out_dir, where)
         try:
             return run_search(spec, options, echo)
         except SpecError as exc:  # found against the cluster (resources no node has): name the file too
             raise SpecError(f"{where}: {exc}") from None
+        except DiskFullError as exc:
+            raise exc.needing(needed) from None
     finally:
         lock.release()
 
@@ -100,6 +112,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.trial.trainable import make_trainable
 
     record = SearchRecord(out_dir, spec.objective)
+    disk = DiskFault()  # a full disk met by any writer, in any thread, ends the search
     dashboard_url, started_here = connect(options.address)
     try:
         cluster = ray.cluster_resources()
@@ -110,7 +123,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         echo(f"{ray_banner(dashboard_url, cluster, concurrency, gpus)}\n  ({plan.note})")
 
         tracking_uri = options.mlflow_uri or local_tracking_uri(out_dir)
-        tracker = SearchTracker(tracking_uri, spec.experiment, out_dir)
+        tracker = SearchTracker(tracking_uri, spec.experiment, out_dir, disk)
         tracker.start(f"{spec.experiment} {time.strftime('%Y-%m-%d %H:%M:%S')}", spec.model_dump(mode="json"),
                       out_dir / SPEC_FILE)
         parent = tracker.writer.run_id_if_created(SEARCH_KEY) or "being created"
@@ -128,9 +141,9 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                  + (f", {paused} paused wait for promotion." if paused else "."))
         record.open_for_writing()
         limit = spec.budget.time_limit_minutes
-        stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()))
+        stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()), disk)
         scheduler = build_scheduler(spec, record)
-        searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left)
+        searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left, disk)
         warm_start = [start.entry() for start in searcher.warm_starts]
         if warm_start:
             echo(warm_start_banner(warm_start))
@@ -162,7 +175,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 name=f"{TUNE_DIR}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(out_dir / TUNE_DIR),
                 stop=stop,
-                callbacks=[RecordKeeper(record, scheduler), metrics, *options.callbacks],
+                callbacks=[RecordKeeper(record, scheduler, disk), metrics, *options.callbacks],
                 failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
                 verbose=options.verbose,
                 progress_reporter=progress_reporter(spec),
@@ -179,10 +192,29 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
             except KeyboardInterrupt:  # the second signal: end now; every recorded epoch is kept
                 stop.interrupted = True
                 stop.signal_name = stop.signal_name or signal.SIGINT.name  # Python's own Ctrl-C
+            except Exception as exc:  # Tune's own files (error files, snapshots) on a full disk
+                full = as_disk_full(exc, out_dir / TUNE_DIR, "Ray Tune's files")
+                if full is None:
+                    raise
+                disk.report(full)
         from trainables.search.ending import end_search
 
-        return end_search(spec, record, tracker, trial_runs, stop.interrupted, time.monotonic() - started, echo,
-                          stop.signal_name, warm_start)
+        try:
+            summary = end_search(spec, record, tracker, trial_runs, stop.interrupted or bool(disk),
+                                 time.monotonic() - started, echo, stop.signal_name, warm_start)
+        except Exception as exc:  # what the ending writes (summary, best/, report) may not fit either
+            full = as_disk_full(exc, out_dir, "the search's summary")
+            if full is None:
+                raise
+            disk.report(full)
+        if disk.error is not None:
+            raise disk.error
+        return summary
+    except OSError as exc:  # before Tune ran: the record's first line, the study's creation, ...
+        full = as_disk_full(exc, out_dir, "the search's stores")
+        if full is None:
+            raise
+        raise full from None
     finally:
         record.close_quietly()
         if started_here:
@@ -194,10 +226,12 @@ class SearchStop(Stopper):
     stops the running trials without calling them complete, so the record leaves them
     unfinished: interrupted (continued by the next launch) or, at the time limit, stopped early."""
 
-    def __init__(self, seconds_left: float | None) -> None:
+    def __init__(self, seconds_left: float | None, disk: DiskFault | None = None) -> None:
         self.deadline = None if seconds_left is None else time.monotonic() + seconds_left
         self.interrupted = False
         self.signal_name: str | None = None  # the signal that interrupted the search
+        self.disk = disk if disk is not None else DiskFault()
+        self._disk_said = False
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
@@ -206,7 +240,14 @@ class SearchStop(Stopper):
         return None if self.deadline is None else self.deadline - time.monotonic()
 
     def stop_all(self) -> bool:
-        return self.interrupted or (self.deadline is not None and time.monotonic() >= self.deadline)
+        if self.disk and not self._disk_said:
+            self._disk_said = True
+            print(f"\nThe disk is full ({self.disk.error}): ending the running trials at their last completed "
+                  f"epoch.", file=sys.stderr, flush=True)
+            # Tune's snapshots of its scratch folder (never read back) now fail too, each with a traceback.
+            logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
+        return (self.interrupted or bool(self.disk)
+                or (self.deadline is not None and time.monotonic() >= self.deadline))
 
     @contextmanager
     def catching_signals(self) -> Iterator[None]:

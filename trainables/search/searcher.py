@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import queue
-import threading
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,8 @@ import sqlalchemy
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher, SearchGenerator
 
+from trainables.background import BackgroundWriter
+from trainables.disk_space import DiskFault, as_disk_full
 from trainables.outputs import study_storage_url
 from trainables.results.record import (
     RUNNING,
@@ -102,17 +103,20 @@ class StudySearcher(_DriverOnly, Searcher):
     (its cost measured from the record, trainables/search/costs.py)."""
 
     def __init__(self, spec: SearchSpec, out_dir: Path, record: SearchRecord, policy: RungPolicy,
-                 seconds_left: Callable[[], float | None] = lambda: None) -> None:
+                 seconds_left: Callable[[], float | None] = lambda: None, disk: DiskFault | None = None) -> None:
         objective = spec.objective
         super().__init__(metric=objective.metric, mode=objective.mode)
         self.spec = spec
         self.record = record
+        # A full disk met here or anywhere in the search: issue nothing more.
+        self.disk = disk if disk is not None else DiskFault()
+        self._study_url = study_storage_url(spec.searcher.storage, out_dir)
         self.policy = policy
         self.seconds_left = seconds_left
         self.costs = TrialCosts(spec, record)
         self.study = open_study(spec, out_dir)
         self.study.sampler = optuna.samplers.RandomSampler()  # every value is enqueued: it samples nothing
-        self.projection = StudyProjection(self.study, record)
+        self.projection = StudyProjection(self.study, record, self.disk, self._study_url)
         self._points = grid_points(spec)
         self._total = total_trials(spec)
         self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
@@ -131,6 +135,18 @@ class StudySearcher(_DriverOnly, Searcher):
         return promoted or Trial.generate_id()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.disk:
+            return None  # the search is ending (SearchStop); nothing new starts on a full disk
+        try:
+            return self._suggest(trial_id)
+        except Exception as exc:
+            full = as_disk_full(exc, self.record.out_dir, f"the Optuna study {self._study_url}")
+            if full is None:
+                raise
+            self.disk.report(full)
+            return None
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._again and trial_id == self._again[0]:
             return dict(self.record.add_trial(self._again.pop(0), {}).config)  # issued again, as it was
         if trial_id in self.record.trials:  # a paused trial promoted (next_trial_id chose it)
@@ -244,16 +260,20 @@ class StudyProjection(RecordListener):
     """Writes the record's events into the Optuna study, in order, on a thread of its own
     (a SQLite write costs milliseconds that Tune's event loop need not wait for)."""
 
-    def __init__(self, study: optuna.Study, record: SearchRecord) -> None:
+    def __init__(self, study: optuna.Study, record: SearchRecord, disk: DiskFault, url: str) -> None:
         self.study = study
         self.objective = record.objective
+        self.disk = disk
+        self.folder = record.out_dir
+        self.where = f"the Optuna study {url}"
+        self._told_failure = False
         self._numbers = {t.trial_id: t.study_number for t in record.trials.values()}
-        self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._work, name="optuna-writer", daemon=True).start()
+        self._writer = BackgroundWriter("optuna-writer", self._apply, self._failed)
         self._submit(self._reconcile, list(record.trials.values()))
 
-    def flush(self) -> None:
-        self._queue.join()
+    def flush(self) -> bool:
+        """Wait (bounded) until the study holds every event so far; False if its writer is stuck."""
+        return self._writer.flush()
 
     def on_trial(self, trial: TrialRecord) -> None:
         self._numbers[trial.trial_id] = trial.study_number
@@ -267,17 +287,23 @@ class StudyProjection(RecordListener):
         self._submit(self._tell, trial.trial_id, trial.status, trial.best_value(self.objective))
 
     def _submit(self, fn: Any, *args: Any) -> None:
-        self._queue.put((fn, args))
+        self._writer.submit((fn, args))
 
-    def _work(self) -> None:
-        while True:
-            fn, args = self._queue.get()
-            try:
-                fn(*args)
-            except Exception as exc:  # noqa: BLE001 - the study is a view: it must not end the search
-                print(f"Optuna study: {type(exc).__name__}: {exc}")
-            finally:
-                self._queue.task_done()
+    @staticmethod
+    def _apply(call: tuple[Any, tuple]) -> None:
+        fn, args = call
+        fn(*args)
+
+    def _failed(self, exc: Exception) -> None:
+        """The study is a view: a failed write must not end the search, unless the disk is full."""
+        full = as_disk_full(exc, self.folder, self.where)
+        if full is not None:
+            self.disk.report(full)
+        elif not self._told_failure:  # one line, not one per write
+            self._told_failure = True
+            print(f"Optuna study: a write failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                  f"the search goes on, and the study may lag behind the record (later failures not shown).",
+                  file=sys.stderr)
 
     def _trial(self, trial_id: str) -> optuna.trial.Trial:
         number = self._numbers[trial_id]

@@ -17,6 +17,7 @@ import yaml
 
 from data import build_splits
 from models import contract, create_model
+from trainables.disk_space import as_disk_full
 from trainables.outputs import (
     CHECKPOINT_CONFIG_FILE,
     CHECKPOINT_STATE_FILE,
@@ -38,16 +39,27 @@ def save_checkpoint(trial_folder: Path, epoch: int, state: dict[str, Any], confi
     """Write one epoch's checkpoint into the trial's folder of the output folder.
 
     Written beside its final name and renamed, so a checkpoint folder is always whole: a kill
-    mid-write leaves only a ``.tmp`` folder, removed by the trial's next save.
+    mid-write leaves only a ``.tmp`` folder, removed by the trial's next save. A full disk
+    raises DiskFullError (an environment fault, never the trial's: see trainables/disk_space.py)
+    and the partial folder is removed, giving its space back.
     """
     final = trial_folder / checkpoint_name(epoch)
     tmp = trial_folder / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / CHECKPOINT_STATE_FILE)
-    (tmp / CHECKPOINT_CONFIG_FILE).write_text(config)
-    if extra is not None:  # more files that belong with the epoch (its validation figures)
-        extra(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        # Through a Python file: torch's own writer turns ENOSPC into a RuntimeError with no errno.
+        with (tmp / CHECKPOINT_STATE_FILE).open("wb") as handle:
+            torch.save(state, handle)
+        (tmp / CHECKPOINT_CONFIG_FILE).write_text(config)
+        if extra is not None:  # more files that belong with the epoch (its validation figures)
+            extra(tmp)
+    except Exception as exc:
+        full = as_disk_full(exc, trial_folder, f"the checkpoint of epoch {epoch}")
+        if full is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise full from exc
     shutil.rmtree(final, ignore_errors=True)  # an unrecorded copy of this epoch from a killed run
     tmp.rename(final)
     return final

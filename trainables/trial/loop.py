@@ -22,6 +22,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from data import build_splits
 from models import contract, create_model
+from trainables.disk_space import DISK_FULL_KEY, DiskFullError
 from trainables.outputs import CHECKPOINT_CONFIG_FILE, FIGURES_DIR
 from trainables.results.record import TRIAL_SECONDS
 from trainables.spec.schema import SearchSpec, TrainingSpec, import_user_modules
@@ -163,12 +164,24 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
             "epochs_since_best": epochs_since_best,
             "rng": torch.random.get_rng_state(),
         }
+        full: DiskFullError | None = None
         if session.rank == 0:
             figures = None
             if figures_due(cfg, epoch, finished):  # in the checkpoint, so they reach best/ with it
                 def figures(folder: Path) -> None:
                     save_validation_figures(model, val_loader.dataset, folder / FIGURES_DIR, device)
-            save_checkpoint(trial_folder, epoch, state, stored_config, figures)
+            try:
+                save_checkpoint(trial_folder, epoch, state, stored_config, figures)
+            except DiskFullError as exc:
+                full = exc
+        if _any_rank(full is not None, device):
+            # Not the trial's fault, and not an error for Tune to retry: reported (without the
+            # epoch, which has no checkpoint) for the driver to end the search as interrupted;
+            # the trial continues from its last checkpoint once there is space.
+            # The metric as NaN: Tune refuses a result without it.
+            session.report({metric: float("nan"),
+                            DISK_FULL_KEY: str(full) if full else "rank 0 could not write its checkpoint"})
+            return
         session.report(metrics)
         if finished:
             return
