@@ -98,6 +98,9 @@ def load_spec(name_or_path: str, overrides: list[str] = ()) -> tuple[SearchSpec,
 def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     """Validate a raw spec dict; every failure is a one-line ``SpecError``."""
     _import_modules(raw, where)
+    if raw.get("objectives") and {"metric", "mode"} & raw.keys():
+        raise SpecError(f"{where}: objectives: give either metric and mode (one objective) or objectives "
+                        f"(the first the primary), not both")
     spec = _parse(raw, where)
     _check_model(spec.model, where, "model")
     _check_search(spec, raw, where)
@@ -157,8 +160,8 @@ _TAGGED = {"search": ("type", "distribution type", "a distribution needs a type"
 
 def _explain(error: dict[str, Any], loc: list[str], raw: dict[str, Any]) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1], raw)
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # the latter: an objectives entry
+        allowed = ["metric", "mode"] if loc[:1] == ["objectives"] else _allowed_keys(loc[:-1], raw)
         return f"unknown key; expected one of: {', '.join(allowed)}" if allowed else "unknown key"
     if kind == "missing":
         return "required key is missing"
