@@ -43,7 +43,8 @@ def test_several_objectives_make_the_first_primary_and_pareto_the_default(tmp_pa
      "objectives.1.mode: Input should be 'min' or 'max' (got 'lower')"),
     (lambda raw: raw["objectives"].append({"metric": PARAMETERS, "mode": "min"}),
      f"objectives: metric {PARAMETERS} is named twice"),
-    (lambda raw: raw.update(metric="val_mse"), "objectives: give either metric and mode"),
+    # A resolved spec holds both, agreeing; a metric that disagrees with objectives is refused.
+    (lambda raw: raw.update(metric="val_loss"), "objectives: give either metric and mode"),
     (lambda raw: raw["objectives"][0].update(direction="min"),
      "objectives.0.direction: unknown key; expected one of: metric, mode"),
 ])

@@ -98,9 +98,6 @@ def load_spec(name_or_path: str, overrides: list[str] = ()) -> tuple[SearchSpec,
 def validate_spec(raw: dict[str, Any], where: str) -> SearchSpec:
     """Validate a raw spec dict; every failure is a one-line ``SpecError``."""
     _import_modules(raw, where)
-    if raw.get("objectives") and {"metric", "mode"} & raw.keys():
-        raise SpecError(f"{where}: objectives: give either metric and mode (one objective) or objectives "
-                        f"(the first the primary), not both")
     spec = _parse(raw, where)
     _check_model(spec.model, where, "model")
     _check_search(spec, raw, where)
@@ -275,6 +272,9 @@ def _check_resources(spec: SearchSpec, where: str) -> None:
 def _check_warm_start(spec: SearchSpec, where: str) -> None:
     """Each warm-start folder must hold a search ranked as this one is: its values are what
     the sampler learns from. Its spec.yaml and record.jsonl are only read."""
+    if spec.searcher.warm_start and spec.multi_objective:
+        raise SpecError(f"{where}: searcher.warm_start: not yet for several objectives (objectives); "
+                        f"warm start a search with one metric")
     if spec.searcher.warm_start and (spec.experiments or spec.searcher.type != "optuna"):
         raise SpecError(f"{where}: searcher.warm_start: needs searcher.type optuna and a search section "
                         f"(TPE learns from earlier trials; random, grid and experiment matrices do not)")
