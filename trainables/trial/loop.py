@@ -136,8 +136,8 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
                         SECONDS_PER_SAMPLE: result.seconds / max(1, result.samples * session.world_size),
                         ACCELERATOR_SECONDS: accelerator_seconds})
         metrics.update({cost_key(k): v for k, v in contract.costs(model).items()})
-        if metric not in metrics:
-            raise KeyError(f"metric {metric!r} is not reported by model {spec.model.name!r}; "
+        for missing in [o.metric for o in spec.objectives if o.metric not in metrics]:
+            raise KeyError(f"metric {missing!r} is not reported by model {spec.model.name!r}; "
                            f"reported: {', '.join(sorted(metrics))}")
         value = metrics[metric]
         if objective.better(value, best_value):
