@@ -98,6 +98,16 @@ def test_a_real_two_objective_search_ends_with_its_front_everywhere(ray_cluster,
     for trial in front[1:]:
         source = out / trial.best_checkpoint(spec.objective) / CHECKPOINT_STATE_FILE
         assert (out / PARETO_DIR / trial.trial_id / CHECKPOINT_STATE_FILE).stat().st_ino == source.stat().st_ino
+    # MLflow: the front's runs, and only theirs, carry the tag.
+    from mlflow.tracking import MlflowClient
+
+    from trainables.tracking.runs import PARETO_TAG, TRIAL_ID_TAG
+
+    info = summary["mlflow"]
+    runs = MlflowClient(info["tracking_uri"]).search_runs([info["experiment_id"]])
+    tagged = {run.data.tags.get(TRIAL_ID_TAG) for run in runs if run.data.tags.get(PARETO_TAG) == "true"}
+    assert tagged == {t.trial_id for t in front}
+    print(f"front: {len(front)} of {len(record.trials)} trials")
     # Optuna is told the truth: one direction per objective, points for finished trials, no values for stopped.
     import optuna
 
