@@ -33,6 +33,11 @@ service reaches them only through the functions below, so this file is where the
   that batch holds.
 - ``evaluation(loader) -> dict``: a fuller evaluation of the best checkpoint at the end of a
   search (per-class scores, a confusion matrix), saved as ``evaluation.json`` beside it.
+- ``costs() -> dict[str, float]``: what the model costs in its own terms, asked after each
+  epoch; each key ``k`` is reported as ``cost_k`` (FLOPs per sample as ``cost_flops``, say),
+  so a spec's ``objectives`` can name it. A key the loop measures itself (``params``,
+  ``train_s_per_sample``, ``accelerator_s``; trainables/objective.py) is replaced by the
+  model's value: a model that counts only its trainable parameters returns ``{"params": n}``.
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ class OptionalHooks(Protocol):
 
     def evaluation(self, loader: Iterable[Batch]) -> dict: ...
 
+    def costs(self) -> dict[str, float]: ...
+
 
 # ----- the service's only ways to the optional hooks -----
 
@@ -112,6 +119,11 @@ def evaluation(model: torch.nn.Module, loader: Callable[[], Iterable[Batch]]) ->
         return None
     with torch.no_grad():
         return model.evaluation(loader())
+
+
+def costs(model: torch.nn.Module) -> dict[str, float]:
+    """The model's own costs (name -> value, without the ``cost_`` prefix), or none."""
+    return {str(k): float(v) for k, v in model.costs().items()} if hasattr(model, "costs") else {}
 
 
 def contract_violations(model: torch.nn.Module) -> list[str]:

@@ -70,7 +70,7 @@ BAD_SPECS = [
     ("resources on unsearched path", "resources/depends_on", "training.lr",
      "resources.depends_on: expected a searched path with choice or grid values"),
     ("unknown scheduler", "scheduler", {"type": "pbt"},
-     "scheduler: unknown scheduler type 'pbt'; expected one of: promotion, asha, hyperband, none"),
+     "scheduler: unknown scheduler type 'pbt'; expected one of: promotion, pareto, asha, hyperband, none"),
     ("unknown scheduler key", "scheduler", {"type": "asha", "trust_pairs": 3},
      "scheduler.trust_pairs: unknown key; expected one of: grace_period, max_t, reduction_factor, time_attr, type"),
     ("grace period past the budget", "scheduler/grace_period", 9,
@@ -180,7 +180,7 @@ def test_name_finds_search_spaces_file_and_resolves_defaults() -> None:
     assert path == (SEARCH_SPACES / "mae_sizes.yaml").resolve()
     assert spec.experiment == "mae_sizes"
     assert spec.max_t == spec.scheduler.max_t == 360  # the file gives a trial's budget in training seconds
-    assert spec.scheduler.type == "promotion"
+    assert spec.scheduler.type == "pareto"  # the file ranks quality against parameters
     unset, _ = load_spec("mae_sizes.yaml", ["scheduler.max_t=null"])
     assert unset.max_t == unset.training.epochs  # ASHA's max_t defaults to the epoch budget
     assert isinstance(spec.search["training.lr"], LogUniform)

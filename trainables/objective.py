@@ -1,4 +1,5 @@
-"""What "better" and "best" mean for a search: its metric and mode, decided here only."""
+"""What "better" and "best" mean for a search: its objectives (metric and mode), decided here
+only, and the names of the cost metrics the loop measures for every trial."""
 
 from __future__ import annotations
 
@@ -7,9 +8,28 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from pydantic import ConfigDict
+
 from models.contract import baseline_key
 
 T = TypeVar("T")
+
+# What a trial costs, measured by the loop (trainables/trial/loop.py) and reported with every
+# epoch, so that a spec's ``objectives`` may name them: the model's parameters, wall seconds
+# of training per training sample (all workers together), and the accelerator-seconds the
+# trial has used so far (CUDA device time on a GPU, the process's CPU-seconds without one,
+# summed over its workers and its attempts). A model may report more, or its own count of
+# these, through the ``costs()`` hook (models/contract.py): each key ``k`` becomes ``cost_k``.
+COST_PREFIX = "cost_"
+
+
+def cost_key(name: str) -> str:
+    return f"{COST_PREFIX}{name}"
+
+
+PARAMETERS, SECONDS_PER_SAMPLE, ACCELERATOR_SECONDS = (cost_key("params"), cost_key("train_s_per_sample"),
+                                                       cost_key("accelerator_s"))
+COST_METRICS = (PARAMETERS, SECONDS_PER_SAMPLE, ACCELERATOR_SECONDS)
 
 
 def is_number(value: Any) -> bool:
@@ -19,6 +39,12 @@ def is_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Objective:
+    """One objective: a reported metric and whether lower (min) or higher (max) is better.
+    Also the type of a spec's ``objectives:`` entries (pydantic validates it as a section)."""
+
+    # Lax: strict would take only an Objective, not YAML's mapping (a mode's literal is checked still).
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=False)
+
     metric: str
     mode: Literal["min", "max"]
 

@@ -8,6 +8,7 @@ once and imported everywhere (no Ray, no torch, so offline readers stay light).
       search.lock            held (flock) by the launch that runs the search; search.lock.json says who
       trials/<id>/epoch_NNN/ each trial's checkpoints (its latest and best while it runs)
       best/                  the best epoch's checkpoint, exported
+      pareto/<id>/           with several objectives: the other Pareto-front trials' checkpoints
       summary.json           written from the record at the end (and at an interruption)
       report/                the search report
       figures/<id>/epoch_NNN the validation figures logged to each trial's MLflow run
@@ -27,6 +28,7 @@ LOCK_FILE = "search.lock"
 LOCK_HOLDER_FILE = "search.lock.json"
 TRIALS_DIR = "trials"
 BEST_DIR = "best"
+PARETO_DIR = "pareto"
 SUMMARY_FILE = "summary.json"
 EXPERIMENT_SUMMARY_FILE = "experiment_summary.csv"
 REPORT_DIR = "report"

@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from trainables.objective import is_number
 from trainables.results.record import FAILED, FINISHED, PAUSED, RUNNING, STOPPED
 from trainables.results.search_data import SearchData
+from trainables.spec.distributions import Choice, Grid
 
 if TYPE_CHECKING:
     from trainables.results.report import ChoiceAtBudgets
@@ -137,6 +138,67 @@ def choice_at_budgets(table: ChoiceAtBudgets, metric: str, mode: str, xlabel: st
     ax.grid(axis="y", color="0.9")
     ax.legend(handles=handles, fontsize=8, loc="best", title=table.param, title_fontsize=8)
     return figure
+
+
+def pareto_front(search: SearchData) -> Figure | None:
+    """With several objectives: the quality (first objective) against each cost, one panel per
+    cost. Every trial with a point is a dot (its point: TrialRecord.point), coloured by the
+    search's first choice parameter (the model size, say); a trial stopped early is a cross at
+    what it reached by the rung it stopped at; the front's trials are ringed and joined in
+    order of cost (the front of that pair of objectives). Costs that span more than 100x get a
+    log axis. Gids: ``point:<trial id>``, ``front:<cost metric>``. None with one objective."""
+    objectives = search.spec.objectives
+    if len(objectives) < 2:
+        return None
+    quality, costs = objectives[0], objectives[1:]
+    choices = [p for p, d in search.spec.search.items() if isinstance(d, (Choice, Grid))]
+    param = choices[0] if choices else None
+    keys = [str(v) for v in search.spec.search[param].values] if param else []
+    colours = matplotlib.colormaps["tab10"]
+    front = set(search.front or [])
+    figure = Figure(figsize=(5.2 * len(costs) + 0.8, 4.6), dpi=90, layout="constrained")
+    axes = figure.subplots(1, len(costs), squeeze=False)[0]
+    for column, (ax, cost) in enumerate(zip(axes, costs, strict=True), start=1):
+        placed = []
+        for trial in search.trials:
+            point = trial.point
+            if point is None or not (is_number(point[0]) and is_number(point[column])):
+                continue
+            value = str(trial.config.get(param)) if param else None
+            colour = colours(keys.index(value) % 10) if value in keys else "tab:blue"
+            stopped = trial.status == STOPPED
+            ax.scatter([point[column]], [point[0]], marker="x" if stopped else "o", s=36, color=colour,
+                       alpha=0.85, gid=f"point:{trial.trial_id}")
+            if trial.trial_id in front:
+                ax.scatter([point[column]], [point[0]], s=150, facecolors="none", edgecolors="black", linewidths=1)
+                placed.append((point[column], point[0]))
+        pair = [quality, cost]
+        line = sorted(p for p in placed
+                      if not any(_dominates_in(q, p, pair) for q in placed))  # this pair's front
+        if line:
+            xs, ys = zip(*line, strict=True)
+            ax.plot(xs, ys, "-", color="black", linewidth=1.2, gid=f"front:{cost.metric}")
+        values = [x for x, _ in placed] or [1.0]
+        if min(values) > 0 and max(values) / min(values) > 100:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{cost.metric} ({cost.mode})")
+        ax.set_ylabel(f"{quality.metric} ({quality.mode})")
+        ax.grid(color="0.92")
+    handles = [Line2D([], [], color=colours(i % 10), marker="o", linestyle="none", label=f"{param}={k}")
+               for i, k in enumerate(keys)]
+    handles += [Line2D([], [], color="0.4", marker="x", linestyle="none", label=f"{STOPPED} (at its rung)"),
+                Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=10, linestyle="-",
+                       label="Pareto front")]
+    axes[-1].legend(handles=handles, fontsize=8, loc="best")
+    figure.suptitle(f"{quality.metric} against what it costs: every trial at its best epoch", fontsize=10)
+    return figure
+
+
+def _dominates_in(a: tuple[float, float], b: tuple[float, float], pair: list[Any]) -> bool:
+    """Whether point ``a`` (cost, quality) dominates ``b`` for the objectives ``pair`` (quality, cost)."""
+    from trainables.pareto import dominates, signed_point
+
+    return dominates(signed_point([a[1], a[0]], pair), signed_point([b[1], b[0]], pair))
 
 
 def _trials(count: int) -> str:

@@ -36,7 +36,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,13 @@ class TrialRecord:
 
     def best_checkpoint(self, objective: Objective) -> str | None:
         return self.checkpoints.get(self.best_epoch(objective))
+
+    def point(self, objectives: Sequence[Objective]) -> list[float | None] | None:
+        """The trial as a point of a search with several objectives: each objective's value at
+        its best epoch by the first (the epoch whose checkpoint is kept, so the point is what
+        the kept model does); None before it has one."""
+        epoch = self.best_epoch(objectives[0])
+        return None if epoch is None else [self.value_at(epoch, o.metric) for o in objectives]
 
 
 class RecordListener:
@@ -256,12 +263,15 @@ class SearchRecord:
         self._write({"e": "end", "id": trial_id, "status": status, "reason": reason, "rung": rung})
         self._notify("on_end", trial)
 
-    def prune(self, keep: int) -> list[str]:
+    def prune(self, keep: int, also: Iterable[str] = ()) -> list[str]:
         """When the search has ended: keep the best checkpoints of the ``keep`` best trials that
-        ended, delete every other checkpoint of theirs; returns the trials pruned. Unfinished
-        trials keep theirs (a later launch continues them)."""
+        ended (and of the trials ``also`` names: a Pareto front's), delete every other
+        checkpoint of theirs; returns the trials pruned. Unfinished trials keep theirs (a later
+        launch continues them)."""
         ended = [t for t in self.ranked() if t.ended]
-        kept = {t.trial_id for t in ended[:keep] if t.best_value(self.objective) is not None}
+        also = set(also)
+        kept = {t.trial_id for i, t in enumerate(ended) if (i < keep or t.trial_id in also)
+                and t.best_value(self.objective) is not None}
         pruned = [t.trial_id for t in ended if t.checkpoints and (t.trial_id not in kept or len(t.checkpoints) > 1)]
         if pruned:
             self._write({"e": "pruned", "ids": pruned, "keep": sorted(kept)})

@@ -24,6 +24,7 @@ from trainables.results.search_data import SearchData, gather
 from trainables.spec.distributions import Choice, Grid, optuna_scalar
 
 CSV_FILE = "trials.csv"
+PARETO_CSV_FILE = "pareto.csv"  # with several objectives: the front, one row per trial
 HTML_FILE = "report.html"
 IMPORTANCES_FILE = "importances.csv"
 MIN_BUDGET_TRIALS = 3  # trials that must have reached a budget for comparing them there
@@ -199,6 +200,7 @@ def write_report(out_dir: Path, echo: Callable[[str], None] = lambda line: None)
     # At a common budget when enough trials reached one; otherwise the final scores.
     study, label = (budget_study(search, budget), budget.label) if budget else (search.study, "final scores")
     charts: dict[str, Any] = {
+        **({"pareto_front": plots.pareto_front(search)} if search.front is not None else {}),
         "learning_curves": plots.learning_curves(search),
         "best_so_far": plots.best_so_far(search),
     }
@@ -237,8 +239,16 @@ def write_report(out_dir: Path, echo: Callable[[str], None] = lambda line: None)
     header, rows = trial_table(search)
     with (folder / CSV_FILE).open("w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
+    front = front_table(search)
+    if front is not None:
+        with (folder / PARETO_CSV_FILE).open("w", newline="") as handle:
+            csv.writer(handle).writerows([front[0], *front[1]])
+        captions["pareto_front"] = (f"Each trial at its best epoch by {search.metric} (the checkpoint kept); "
+                                    f"the front's trials are ringed: no other trial beats one of them in every "
+                                    f"objective. best/ holds the front's best {search.metric}, pareto/<trial>/ "
+                                    f"the others.")
     (folder / HTML_FILE).write_text(render_html(search, images, header, rows, best_trial_figures(search),
-                                                captions=captions))
+                                                captions=captions, front=front))
     return folder
 
 
@@ -275,6 +285,18 @@ def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:
         for row, trial in zip(rows, ranked, strict=True):
             at_best = next((r for r in trial.rows if r["epoch"] == trial.best_epoch), {})
             row.insert(6, at_best.get(objective.baseline))
+    return header, rows
+
+
+def front_table(search: SearchData) -> tuple[list[str], list[list[Any]]] | None:
+    """The Pareto front, one row per trial, best quality first: each objective's value at its
+    point, its status and its searched values. None with one objective."""
+    if search.front is None:
+        return None
+    by_id = {t.trial_id: t for t in search.trials}
+    header = ["trial_id", "status", *(o.metric for o in search.spec.objectives), *search.params]
+    rows = [[i, by_id[i].status, *(by_id[i].point or []), *(by_id[i].config.get(p) for p in search.params)]
+            for i in search.front]
     return header, rows
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from trainables.results.search_data import SearchData
 
 CHART_TITLES = {
+    "pareto_front": "Pareto front: quality against each cost (ringed and joined: the front; x: stopped early)",
     "learning_curves": "Learning curves (dotted: the scheduler's rungs; x: stopped early or failed; "
                        "\u2016: paused at a rung)",
     "best_so_far": "Best value so far against wall time",
@@ -34,7 +35,8 @@ CHOICE_PREFIX = "choice_"  # a choice parameter's chart: "choice_<dotted path>"
 
 
 def render_html(search: SearchData, charts: dict[str, Path | None], header: list[str], rows: list[list[Any]],
-                best_figures: list[Path], captions: dict[str, str] | None = None) -> str:
+                best_figures: list[Path], captions: dict[str, str] | None = None,
+                front: tuple[list[str], list[list[Any]]] | None = None) -> str:
     """The page. A chart's caption (one sentence) goes under its title; a chart given as None
     is one the report chose not to draw, and its caption says why."""
     captions = captions or {}
@@ -45,7 +47,9 @@ def render_html(search: SearchData, charts: dict[str, Path | None], header: list
         f"<style>{STYLE}</style></head><body>",
         f"<h1>Search report: {_e(spec.experiment)}</h1>",
         f"<p class='meta'>{_e(spec.description)}</p>" if spec.description else "",
-        f"<p class='meta'>Model <b>{_e(spec.model.name)}</b>; metric <b>{_e(spec.metric)}</b> ({_e(spec.mode)}); "
+        f"<p class='meta'>Model <b>{_e(spec.model.name)}</b>; "
+        f"{'objectives' if spec.multi_objective else 'metric'} "
+        + ", ".join(f"<b>{_e(o.metric)}</b> ({_e(o.mode)})" for o in spec.objectives) + "; "
         f"searcher {_e(spec.searcher.type)}, scheduler {_e(spec.scheduler.type)}; {len(search.trials)} trials; "
         f"search {_e(state)}. Written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} from {_e(str(search.out_dir))}.</p>",
     ]
@@ -58,6 +62,9 @@ def render_html(search: SearchData, charts: dict[str, Path | None], header: list
             parts.append(f"<p class='caption'>{_e(captions[name])}</p>")
         if path is not None:
             parts.append(_img(path, name))
+    if front is not None:
+        parts += ["<h2>Pareto front, best quality first (also in pareto.csv)</h2>",
+                  _table(*front, search.best_trial_id)]
     parts += ["<h2>Trials, best first (also in trials.csv)</h2>", _table(header, rows, search.best_trial_id)]
     if best_figures:
         parts += [f"<h2>Validation figures of the best trial ({_e(search.best_trial_id or '')})</h2>",

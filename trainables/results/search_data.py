@@ -16,6 +16,7 @@ import yaml
 from trainables.objective import Objective, is_number
 from trainables.outputs import OPTUNA_DB, SPEC_FILE, SUMMARY_FILE, study_storage_url
 from trainables.folder_lock import is_running
+from trainables.results.front import pareto_front
 from trainables.results.record import (
     RUNNING,
     SEARCH_FINISHED,
@@ -41,6 +42,7 @@ class TrialData:
     rows: list[dict[str, Any]]  # results with a finite metric, in order; each has wall_s
     best_value: float | None
     best_epoch: int | None
+    point: list[float | None] | None = None  # each objective at its best epoch (TrialRecord.point)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class SearchData:
     params: list[str]  # the searched hyperparameters
     best_test: dict[str, float] | None  # the best model's test-split metrics, once the search has ended
     damage: DamagedRecordError | None = None  # the record's damaged line: everything here comes before it
+    front: list[str] | None = None  # with several objectives: the Pareto front's trial ids, best quality first
 
     @property
     def finished(self) -> bool:
@@ -110,21 +113,26 @@ def gather(out_dir: Path) -> SearchData:
                 for epoch, metrics in sorted(trial.epochs.items()) if is_number(metrics.get(spec.metric))]
         trials.append(TrialData(trial_id=trial.trial_id, config=trial.config, status=record.status(trial, live),
                                 reason=trial.why_ended, rows=rows, best_value=trial.best_value(record.objective),
-                                best_epoch=trial.best_epoch(record.objective)))
+                                best_epoch=trial.best_epoch(record.objective), point=trial.point(spec.objectives)))
     best = record.best_trial() or record.objective.best(record.trials.values(),
                                                        key=lambda t: t.best_value(record.objective))
     params = list(spec.search)
     summary = json.loads((out_dir / SUMMARY_FILE).read_text()) if (out_dir / SUMMARY_FILE).exists() else {}
     return SearchData(out_dir=out_dir, spec=spec, trials=trials, state="running" if live else record.state,
                       best_trial_id=best.trial_id if best else None, study=load_study(spec, out_dir, trials),
-                      params=params, best_test=(summary.get("best") or {}).get("test"), damage=record.damage)
+                      params=params, best_test=(summary.get("best") or {}).get("test"), damage=record.damage,
+                      front=[t.trial_id for t in pareto_front(record, spec.objectives)] if spec.multi_objective
+                      else None)
 
 
 def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optuna.Study:
-    """The searcher's own Optuna study (TPE searches); for other searchers, one built in memory
+    """The searcher's own Optuna study (TPE searches); for other searchers (and several
+    objectives), one built in memory
     from the trials (finished ones scored by their best epoch, stopped ones pruned), so the
     same Optuna plots and importance evaluator serve every search."""
-    if spec.searcher.storage or (out_dir / OPTUNA_DB).exists():
+    # A multi-objective study has no single value to chart: the report's Optuna charts rank
+    # by the primary objective, in memory; the front has its own chart.
+    if not spec.multi_objective and (spec.searcher.storage or (out_dir / OPTUNA_DB).exists()):
         try:
             return optuna.load_study(study_name=spec.experiment, storage=study_storage_url(spec.searcher.storage, out_dir))
         except KeyError:  # the searcher creates the study with its first trial

@@ -1,8 +1,11 @@
-"""From the search's record to what a user keeps: summary.json, the best checkpoint in best/,
-and the experiment matrix's table.
+"""From the search's record to what a user keeps: summary.json, the best checkpoint in best/
+(and, with several objectives, the Pareto front's others in pareto/<trial>/), and the
+experiment matrix's table.
 
 The best trial is the one whose best epoch is best (Tune's default ranks by the last value
-reported, which punishes a trial that peaked and then drifted).
+reported, which punishes a trial that peaked and then drifted). With several objectives that is
+the preferred point of the front: its best by the first objective (the quality), since nothing
+beats it there; best/ holds it, pareto/<trial>/ every other point of the front.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trainables.objective import Objective
 from trainables.outputs import (
     BEST_DIR,
+    PARETO_DIR,
     BEST_TRIAL_FILE,
     CHECKPOINT_CONFIG_FILE,
     CHECKPOINT_STATE_FILE,
     EXPERIMENT_SUMMARY_FILE,
     SUMMARY_FILE,
 )
+from trainables.results.front import front_entries
 from trainables.results.record import SearchRecord, TrialRecord
 from trainables.spec.schema import EXPERIMENT_KEY, SearchSpec
 
@@ -54,11 +60,24 @@ def export_best(record: SearchRecord) -> Path | None:
     best = record.best_trial()
     if best is None:
         return None
-    source = record.out_dir / best.best_checkpoint(record.objective)
-    target = record.out_dir / BEST_DIR
+    return _export(record, best, record.out_dir / BEST_DIR)
+
+
+def export_front(record: SearchRecord, front: Sequence[TrialRecord]) -> list[Path]:
+    """``pareto/<trial>/`` for each trial of the front but the one in best/, made as best/ is;
+    pareto/ is emptied first (a continued search's front moves)."""
+    folder = record.out_dir / PARETO_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    best = record.best_trial()
+    others = [t for t in front if t is not best and t.best_checkpoint(record.objective)]
+    return [_export(record, trial, folder / trial.trial_id) for trial in others]
+
+
+def _export(record: SearchRecord, trial: TrialRecord, target: Path) -> Path:
+    source = record.out_dir / trial.best_checkpoint(record.objective)
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target, copy_function=_link_or_copy)
-    (target / BEST_TRIAL_FILE).write_text(json.dumps(trial_entry(record, best), indent=2, default=str))
+    (target / BEST_TRIAL_FILE).write_text(json.dumps(trial_entry(record, trial), indent=2, default=str))
     missing = [f for f in (CHECKPOINT_STATE_FILE, CHECKPOINT_CONFIG_FILE) if not (target / f).exists()]
     if missing:
         raise FileNotFoundError(f"{source}: checkpoint lacks {', '.join(missing)}")
@@ -73,9 +92,11 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def write_summary(record: SearchRecord, experiment: str, best_dir: Path | None, mlflow_info: dict[str, Any],
-                  extra_best: dict[str, Any] | None = None, warm_start: Sequence[dict[str, Any]] = ()) -> Path:
-    """summary.json: every trial as the record states it, the best, MLflow's ids, and the
-    earlier searches a warm-started search read (trainables/search/warm_start.py)."""
+                  extra_best: dict[str, Any] | None = None, warm_start: Sequence[dict[str, Any]] = (),
+                  objectives: Sequence[Objective] = ()) -> Path:
+    """summary.json: every trial as the record states it, the best, MLflow's ids, the
+    earlier searches a warm-started search read (trainables/search/warm_start.py), and the
+    objectives with the Pareto front (trainables/results/front.py; the best trial alone for one)."""
     best = record.best_trial()
     objective = record.objective
     summary = {
@@ -96,6 +117,8 @@ def write_summary(record: SearchRecord, experiment: str, best_dir: Path | None, 
         },
         "mlflow": mlflow_info,
         "warm_start": list(warm_start),
+        "objectives": [{"metric": o.metric, "mode": o.mode} for o in objectives or [objective]],
+        "pareto": front_entries(record, list(objectives) or [objective]),
     }
     path = record.out_dir / SUMMARY_FILE
     _write_atomically(path, summary)

@@ -15,8 +15,10 @@ from trainables.results.record import (
     STOPPED,
     SearchRecord,
 )
+from trainables.results.front import pareto_front
 from trainables.results.summary import (
     export_best,
+    export_front,
     write_experiment_summary,
     write_summary,
 )
@@ -32,13 +34,15 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
     Interrupted: unfinished trials stay unfinished (their runs KILLED, their checkpoints
     kept), and summary.json says interrupted (and by which signal); nothing is exported. Finished: trials the time
     limit cut off end as stopped early, checkpoints are pruned to the best of the kept trials,
-    the best is exported to best/, and MLflow, summary.json and the report are written.
+    the best is exported to best/ (with several objectives, the Pareto front's others to
+    pareto/<trial>/, their checkpoints kept too), and MLflow, summary.json and the report are written.
     """
     if interrupted:
         trial_runs.interrupted()
         tracker.interrupt()
         record.close(SEARCH_INTERRUPTED, signal_name)
-        path = write_summary(record, spec.experiment, None, tracker.info(), warm_start=warm_start)
+        path = write_summary(record, spec.experiment, None, tracker.info(), warm_start=warm_start,
+                             objectives=spec.objectives)
         echo(print_trials(record, spec, seconds, path, None))
         echo(f"Interrupted: {len(record.unfinished())} unfinished trial(s) keep their last completed epoch "
              f"({sum(1 for t in record.trials.values() if t.paused)} of them paused at a rung). "
@@ -53,13 +57,18 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
             record.end_trial(trial.trial_id, STOPPED, BY_SCHEDULER, rung=trial.rung)
         else:  # the search's time limit ended it
             record.end_trial(trial.trial_id, STOPPED, BY_TIME_LIMIT)
-    record.prune(spec.budget.keep_checkpoints)
+    front = pareto_front(record, spec.objectives) if spec.multi_objective else []
+    record.prune(spec.budget.keep_checkpoints, also=[t.trial_id for t in front])
     for trial in record.trials.values():  # kept for loading and fine-tuning, never to train on
         for folder in trial.checkpoints.values():
             slim_checkpoint(record.out_dir / folder)
     if spec.experiments:
         echo(f"Experiment matrix: {write_experiment_summary(record, spec)}")
     best_dir = export_best(record)
+    front_dirs = export_front(record, front)
+    if front_dirs:
+        echo(f"Pareto front: best/ and {len(front_dirs)} more in {record.out_dir / front_dirs[0].parent.name}/")
+    tracker.tag_pareto([t.trial_id for t in front])
     test = None
     if best_dir:
         test = _test_metrics(best_dir)
@@ -79,7 +88,7 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
         tracker.share_local_copy(best_dir)
     record.close(SEARCH_FINISHED)
     path = write_summary(record, spec.experiment, best_dir, tracker.info(), {"test": test} if test else None,
-                         warm_start)
+                         warm_start, spec.objectives)
     echo(print_trials(record, spec, seconds, path, best_dir))
     echo(_write_report(record.out_dir, tracker))
     if tracker.writer.pending:

@@ -58,7 +58,10 @@ def startup_point(search: dict[str, Any], search_seed: int, number: int) -> dict
 
 
 def new_sampler(kind: str, search_seed: int, number: int, startup_trials: int) -> optuna.samplers.BaseSampler:
-    """``optuna``: TPE after ``startup_trials`` random ones; ``random`` (and grid's free values): random."""
+    """``optuna``: TPE after ``startup_trials`` random ones; ``random`` (and grid's free values): random.
+    On a view with several directions TPE is Optuna's multi-objective TPE: chosen over NSGA-II
+    by ``python -m bench.mo_sampler`` (higher median hypervolume after 20 and 40 trials), and
+    NSGA-II keeps its generations in its study, which the view rebuilt per sample does not."""
     seed = trial_seed(search_seed, number)
     if kind == "optuna":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
@@ -71,7 +74,7 @@ class Observation:
 
     params: dict[str, Any]  # Optuna's values of the searched paths
     complete: bool  # finished its budget (value = its best); otherwise stopped or paused at a rung
-    value: float | None
+    value: float | list[float] | None  # with several objectives: the trial's point (TrialRecord.point)
     rung_values: dict[int, float]  # rung index -> the value when it reached that rung
 
 
@@ -88,20 +91,31 @@ def values_at_rungs(results: Iterable[tuple[float, float | None]], rungs: Sequen
 
 def trial_observation(trial: TrialRecord, space: dict[str, optuna.distributions.BaseDistribution],
                       objective: Objective, results: Iterable[tuple[float, float | None]],
-                      rungs: Sequence[float]) -> Observation | None:
+                      rungs: Sequence[float], objectives: Sequence[Objective] = ()) -> Observation | None:
     """What the sampler may learn from a recorded trial (the search's own, or an earlier
     search's in a warm start), given its ``results`` in the scheduler's count: None while it
-    runs or when it failed; a finished trial is complete with its best value, a stopped or
-    paused one has its values at ``rungs``."""
+    runs or when it failed; a finished trial is complete with its best value (with several
+    ``objectives``, its point), a stopped or paused one has its values at ``rungs``."""
     if trial.status in (RUNNING, FAILED):
         return None
+    value = told_value(trial, objectives) if len(objectives) > 1 else trial.best_value(objective)
     return Observation(params={p: optuna_scalar(trial.config[p]) for p in space if p in trial.config},
-                       complete=trial.status == FINISHED, value=trial.best_value(objective),
+                       complete=trial.status == FINISHED, value=value,
                        rung_values=values_at_rungs(results, rungs))
 
 
-def optuna_state(status: str, best: float | None) -> optuna.trial.TrialState | None:
-    """What Optuna is told of a trial in the record's ``status`` with best value ``best``:
+def told_value(trial: TrialRecord, objectives: Sequence[Objective]) -> float | list[float] | None:
+    """A trial's value as Optuna is told it: its best value, or with several objectives its
+    point (TrialRecord.point), None unless every value is a number."""
+    if len(objectives) == 1:
+        return trial.best_value(objectives[0])
+    point = trial.point(objectives)
+    return point if point is not None and all(is_number(v) for v in point) else None
+
+
+def optuna_state(status: str, best: float | list[float] | None) -> optuna.trial.TrialState | None:
+    """What Optuna is told of a trial in the record's ``status`` with best value ``best`` (with
+    several objectives its point, None unless every value is a number):
     None while it has not ended (running, paused, interrupted). The one mapping, for the
     persisted study (searcher.py) and the report's (results/search_data.py)."""
     if status == FINISHED and best is not None:
@@ -113,20 +127,28 @@ def optuna_state(status: str, best: float | None) -> optuna.trial.TrialState | N
     return None
 
 
-def sampler_view(space: dict[str, optuna.distributions.BaseDistribution], direction: str,
+def sampler_view(space: dict[str, optuna.distributions.BaseDistribution], direction: str | Sequence[str],
                  observations: Iterable[Observation], trusted: Callable[[int], bool] = lambda k: True) -> optuna.Study:
-    """An in-memory study of the observations the sampler may learn from (see the module)."""
-    study = optuna.create_study(direction=direction)
+    """An in-memory study of the observations the sampler may learn from (see the module).
+
+    With several directions (objectives) a finished trial is COMPLETE with its point, and one
+    stopped or paused at a trusted rung PRUNED without values: Optuna keeps no intermediate
+    values in a multi-objective study (TPE would read them by ``study.direction``, which such a
+    study refuses), so TPE counts it among the worse trials (MOASHA did not let it go on)."""
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    study = optuna.create_study(directions=directions)
+    several = len(directions) > 1
     trials = []
     for seen in observations:
         params = {p: v for p, v in seen.params.items() if p in space}
         distributions = {p: space[p] for p in params}
-        if seen.complete and is_number(seen.value):
-            trials.append(optuna.trial.create_trial(params=params, distributions=distributions, value=seen.value))
+        values = list(seen.value) if several and isinstance(seen.value, (list, tuple)) else [seen.value]
+        if seen.complete and len(values) == len(directions) and all(is_number(v) for v in values):
+            trials.append(optuna.trial.create_trial(params=params, distributions=distributions, values=values))
         elif seen.rung_values and trusted(max(seen.rung_values)):
             trials.append(optuna.trial.create_trial(params=params, distributions=distributions,
                                                     state=optuna.trial.TrialState.PRUNED,
-                                                    intermediate_values=dict(seen.rung_values)))
+                                                    intermediate_values={} if several else dict(seen.rung_values)))
     study.add_trials(trials)
     return study
 

@@ -5,7 +5,10 @@ URL), so optuna-dashboard shows any search live. The study is a projection of th
 every epoch a trial reports becomes an intermediate value at its epoch, a trial stopped early
 (or still paused when the search ended) is told PRUNED after its last value, a finished one
 COMPLETE with its best epoch's value, a failed one FAIL. (Ray's OptunaSearch drops the last
-epoch of a stopped trial and tells it COMPLETE with that low-fidelity value.)
+epoch of a stopped trial and tells it COMPLETE with that low-fidelity value.) With several
+objectives the study has one direction per objective and no intermediate values (Optuna
+supports none there): a finished trial is COMPLETE with its point (each objective at its best
+epoch by the first), a stopped one PRUNED without values.
 
 Configurations are sampled on a view of the record (trainables/search/sampling.py: TPE for
 ``optuna``, random for ``random``; grid points, from ``searcher.type: grid``, ``grid`` entries
@@ -22,7 +25,7 @@ import functools
 import itertools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +44,14 @@ from trainables.results.record import (
     TrialRecord,
 )
 from trainables.search.costs import TrialCosts
+from trainables.objective import Objective
 from trainables.search.sampling import (
     new_sampler,
     optuna_state,
     sample,
     sampler_view,
     startup_point,
+    told_value,
     trial_observation,
 )
 from trainables.search.schedulers.base import RungPolicy, recorded_results
@@ -69,7 +74,7 @@ def open_study(spec: SearchSpec, out_dir: Path) -> optuna.Study:
     # SQLite: wait for a reader (the dashboard) rather than fail with "database is locked".
     engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
     return optuna.create_study(storage=_study_storage(url, engine_kwargs), study_name=spec.experiment,
-                               direction=spec.objective.optuna_direction, load_if_exists=True)
+                               directions=[o.optuna_direction for o in spec.objectives], load_if_exists=True)
 
 
 def _study_storage(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
@@ -116,7 +121,7 @@ class StudySearcher(_DriverOnly, Searcher):
         self.costs = TrialCosts(spec, record)
         self.study = open_study(spec, out_dir)
         self.study.sampler = optuna.samplers.RandomSampler()  # every value is enqueued: it samples nothing
-        self.projection = StudyProjection(self.study, record, self.disk, self._study_url)
+        self.projection = StudyProjection(self.study, record, spec.objectives, self.disk, self._study_url)
         self._points = grid_points(spec)
         self._total = total_trials(spec)
         self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
@@ -242,11 +247,12 @@ class StudySearcher(_DriverOnly, Searcher):
         observations = list(self._warm_observations)  # earlier searches' trials, told first
         for trial in self.record.trials.values():
             seen = trial_observation(trial, self._space, self.record.objective,
-                                     recorded_results(trial, self.policy.time_key, metric), rungs)
+                                     recorded_results(trial, self.policy.time_key, metric), rungs,
+                                     self.spec.objectives)
             if seen is not None:
                 observations.append(seen)
         # One trust check per rung per sample (each is a rank correlation over the rung).
-        return sampler_view(self._space, self.spec.objective.optuna_direction, observations,
+        return sampler_view(self._space, [o.optuna_direction for o in self.spec.objectives], observations,
                             functools.cache(self.policy.trusted))
 
 
@@ -260,9 +266,13 @@ class StudyProjection(RecordListener):
     """Writes the record's events into the Optuna study, in order, on a thread of its own
     (a SQLite write costs milliseconds that Tune's event loop need not wait for)."""
 
-    def __init__(self, study: optuna.Study, record: SearchRecord, disk: DiskFault, url: str) -> None:
+    def __init__(self, study: optuna.Study, record: SearchRecord, objectives: Sequence[Objective],
+                 disk: DiskFault, url: str) -> None:
         self.study = study
         self.objective = record.objective
+        self.objectives = list(objectives)
+        # Optuna refuses intermediate values in a multi-objective study (NotImplementedError).
+        self.intermediate = len(self.objectives) == 1
         self.disk = disk
         self.folder = record.out_dir
         self.where = f"the Optuna study {url}"
@@ -280,11 +290,11 @@ class StudyProjection(RecordListener):
 
     def on_epoch(self, trial: TrialRecord, epoch: int) -> None:
         value = trial.value_at(epoch, self.objective.metric)
-        if value is not None:
+        if value is not None and self.intermediate:
             self._submit(self._report, trial.trial_id, {epoch: value})
 
     def on_end(self, trial: TrialRecord) -> None:
-        self._submit(self._tell, trial.trial_id, trial.status, trial.best_value(self.objective))
+        self._submit(self._tell, trial.trial_id, trial.status, told_value(trial, self.objectives))
 
     def _submit(self, fn: Any, *args: Any) -> None:
         self._writer.submit((fn, args))
@@ -317,7 +327,7 @@ class StudyProjection(RecordListener):
         for epoch, value in values.items():
             trial.report(value, epoch)
 
-    def _tell(self, trial_id: str, status: str, best: float | None) -> None:
+    def _tell(self, trial_id: str, status: str, best: float | list[float] | None) -> None:
         state = optuna_state(status, best)
         self.study.tell(self._numbers[trial_id], best if state == optuna.trial.TrialState.COMPLETE else None, state)
 
@@ -332,10 +342,10 @@ class StudyProjection(RecordListener):
                 continue
             missing = {e: v for e in trial.epochs if e not in frozen.intermediate_values
                        and (v := trial.value_at(e, self.objective.metric)) is not None}
-            if missing:
+            if missing and self.intermediate:
                 self._report(trial.trial_id, missing)
             if trial.ended:
-                self._tell(trial.trial_id, trial.status, trial.best_value(self.objective))
+                self._tell(trial.trial_id, trial.status, told_value(trial, self.objectives))
         for number, frozen in stored.items():
             if number not in known and not frozen.state.is_finished():
                 self.study.tell(number, state=optuna.trial.TrialState.FAIL)

@@ -157,8 +157,8 @@ _TAGGED = {"search": ("type", "distribution type", "a distribution needs a type"
 
 def _explain(error: dict[str, Any], loc: list[str], raw: dict[str, Any]) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1], raw)
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # the latter: an objectives entry
+        allowed = ["metric", "mode"] if loc[:1] == ["objectives"] else _allowed_keys(loc[:-1], raw)
         return f"unknown key; expected one of: {', '.join(allowed)}" if allowed else "unknown key"
     if kind == "missing":
         return "required key is missing"
@@ -272,6 +272,9 @@ def _check_resources(spec: SearchSpec, where: str) -> None:
 def _check_warm_start(spec: SearchSpec, where: str) -> None:
     """Each warm-start folder must hold a search ranked as this one is: its values are what
     the sampler learns from. Its spec.yaml and record.jsonl are only read."""
+    if spec.searcher.warm_start and spec.multi_objective:
+        raise SpecError(f"{where}: searcher.warm_start: not yet for several objectives (objectives); "
+                        f"warm start a search with one metric")
     if spec.searcher.warm_start and (spec.experiments or spec.searcher.type != "optuna"):
         raise SpecError(f"{where}: searcher.warm_start: needs searcher.type optuna and a search section "
                         f"(TPE learns from earlier trials; random, grid and experiment matrices do not)")

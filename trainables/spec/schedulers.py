@@ -7,6 +7,9 @@ says what a spec may write (no Ray here). Every kind counts training the same wa
 - ``promotion``: promotion-type ASHA (Li et al. 2020). A trial pauses at each rung and
   continues only when it is in the top 1/reduction_factor of at least reduction_factor
   entries there; a rung whose ranking does not predict the later ones stops pausing.
+- ``pareto``: the same pause-and-promote, for several objectives (MOASHA, Schmucker et al.
+  2021): a rung's entries are ranked by non-dominated sorting, ties within a front broken by
+  crowding distance. The default when a spec names several ``objectives``.
 - ``asha``: Ray's stopping-type ASHA (its first arrival at a rung always goes on).
 - ``hyperband``: Ray's asynchronous Hyperband, ASHA over several brackets.
 - ``none``: every trial trains its full budget.
@@ -66,10 +69,18 @@ class PromotionScheduler(_Rungs):
     trust_pairs: PositiveInt = 10  # 10 ranked above 5 in bench/replay.py --choose-defaults
 
 
-SchedulerSpec = Annotated[Union[PromotionScheduler, AshaScheduler, HyperbandScheduler, NoScheduler],
+PARETO = "pareto"
+
+
+class ParetoScheduler(PromotionScheduler):
+    # The rungs and the trust check as promotion's; the check correlates the first objective.
+    type: Literal["pareto"]
+
+
+SchedulerSpec = Annotated[Union[PromotionScheduler, ParetoScheduler, AshaScheduler, HyperbandScheduler, NoScheduler],
                           Field(discriminator="type")]
-SCHEDULER_SECTIONS = {"promotion": PromotionScheduler, "asha": AshaScheduler, "hyperband": HyperbandScheduler,
-                      "none": NoScheduler}
+SCHEDULER_SECTIONS = {"promotion": PromotionScheduler, PARETO: ParetoScheduler, "asha": AshaScheduler,
+                      "hyperband": HyperbandScheduler, "none": NoScheduler}
 SCHEDULER_TYPES = tuple(SCHEDULER_SECTIONS)
 
 

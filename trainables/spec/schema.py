@@ -18,6 +18,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -25,7 +26,7 @@ from pydantic import (
 from data import DataConfig, HyperspectralDataConfig
 from trainables.objective import Objective
 from trainables.spec.distributions import Distribution, Grid
-from trainables.spec.schedulers import SchedulerSpec, default_scheduler
+from trainables.spec.schedulers import PARETO, SchedulerSpec, default_scheduler
 from trainables.spec.section import Section
 
 # Paths a search may address; data settings are searchable too (crop size, say).
@@ -135,6 +136,11 @@ class SearchSpec(_Section):
     imports: list[str] = []
     metric: str = "val_loss"  # reported each epoch; "val_" + a model validation metric
     mode: Literal["min", "max"] = "min"
+    # Several objectives instead of metric/mode: a list of {metric, mode}, the first the quality
+    # that picks best/ (and becomes metric/mode), the others what it costs, e.g. cost_params
+    # (trainables/objective.py names the costs measured for every trial). A spec gives either
+    # metric/mode or objectives; the resolved spec holds both (objectives = [metric/mode] for one).
+    objectives: list[Objective] = []
     model: ModelSpec
     data: DataConfig = Field(default_factory=HyperspectralDataConfig)  # a `kind` from data.kinds
     training: TrainingSpec = TrainingSpec()
@@ -158,7 +164,27 @@ class SearchSpec(_Section):
         imports = raw.get("imports") if isinstance(raw, dict) else None
         if isinstance(imports, list) and all(isinstance(module, str) for module in imports):
             import_user_modules(imports)
-        return raw
+        return _primary_from_objectives(raw)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives_agree(cls, objectives: list[Objective], info: ValidationInfo) -> list[Objective]:
+        metrics = [o.metric for o in objectives]
+        twice = sorted({m for m in metrics if metrics.count(m) > 1})
+        if twice:
+            raise ValueError(f"metric {twice[0]} is named twice; each objective is a different metric")
+        primary = (info.data.get("metric"), info.data.get("mode"))
+        if objectives and primary != (objectives[0].metric, objectives[0].mode):
+            raise ValueError(f"give either metric and mode (one objective) or objectives, not both "
+                             f"(metric: {primary[0]} ({primary[1]}), objectives starts with "
+                             f"{objectives[0].metric} ({objectives[0].mode}))")
+        return objectives
+
+    @model_validator(mode="after")
+    def _one_list_of_objectives(self) -> "SearchSpec":
+        if not self.objectives:  # one owner of the list: a single metric is a list of one
+            self.objectives = [Objective(self.metric, self.mode)]
+        return self
 
     @property
     def max_t(self) -> int:
@@ -167,12 +193,33 @@ class SearchSpec(_Section):
 
     @property
     def objective(self) -> Objective:
-        """What "better" means for this search: its metric and mode."""
-        return Objective(self.metric, self.mode)
+        """What "better" means for this search: its primary objective (metric and mode), the
+        one that picks best/ and that single-objective schedulers rank by."""
+        return self.objectives[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def registered_model(self) -> str:
         return self.registry.model_name or self.experiment
+
+
+def _primary_from_objectives(raw: Any) -> Any:
+    """A spec that names ``objectives`` and no metric/mode gets its first as metric/mode, and,
+    with several and no ``scheduler:``, the Pareto scheduler. The user's dict is not changed."""
+    objectives = raw.get("objectives") if isinstance(raw, dict) else None
+    if not isinstance(objectives, list) or not objectives:
+        return raw
+    first = objectives[0]
+    first = {"metric": first.metric, "mode": first.mode} if isinstance(first, Objective) else first
+    raw = dict(raw)
+    if isinstance(first, dict) and {"metric", "mode"} <= first.keys() and not {"metric", "mode"} & raw.keys():
+        raw.update(metric=first.get("metric"), mode=first.get("mode"))
+    if len(objectives) > 1 and "scheduler" not in raw:
+        raw["scheduler"] = {"type": PARETO}
+    return raw
 
 
 def compile_matrix(spec: SearchSpec) -> SearchSpec:

@@ -44,6 +44,7 @@ END_TAG = "hpsearch.end"  # the record's status: finished | stopped early | fail
 REASON_TAG = "hpsearch.reason"
 RETRIES_TAG = "hpsearch.retries"  # crashes of the trial that were retried
 WARM_START_TAG = "hpsearch.warm_start"  # the parent run's: the earlier searches it started from, as JSON
+PARETO_TAG = "hpsearch.pareto"  # "true" on the runs of a multi-objective search's Pareto front
 REPORT_ARTIFACTS = "report"  # the parent run's folder for the search report
 
 
@@ -113,6 +114,12 @@ class SearchTracker:
     def tag_warm_start(self, entries: list[dict[str, Any]]) -> None:
         """A warm-started search's parent run names the folders it started from (WarmStart.entry)."""
         self.writer.log(SEARCH_KEY, tags={WARM_START_TAG: json.dumps(entries)[:5000]})
+
+    def tag_pareto(self, trial_ids: list[str]) -> None:
+        """Tag the runs of the search's Pareto front (several objectives), to filter them by."""
+        for trial_id in trial_ids:
+            if self.writer.has_run(trial_id):
+                self.writer.log(trial_id, tags={PARETO_TAG: "true"})
 
     def trial_runs(self, record: SearchRecord) -> "TrialRuns":
         return TrialRuns(self, record)

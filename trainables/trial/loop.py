@@ -23,6 +23,7 @@ from torchmetrics.aggregation import MeanMetric
 from data import build_splits
 from models import contract, create_model
 from trainables.disk_space import DISK_FULL_KEY, DiskFullError
+from trainables.objective import ACCELERATOR_SECONDS, PARAMETERS, SECONDS_PER_SAMPLE, cost_key
 from trainables.outputs import CHECKPOINT_CONFIG_FILE, FIGURES_DIR
 from trainables.results.record import TRIAL_SECONDS
 from trainables.spec.schema import SearchSpec, TrainingSpec, import_user_modules
@@ -59,7 +60,8 @@ class EpochResult:
     train: dict[str, float]
     val: dict[str, float]
     samples: int
-    seconds: float
+    seconds: float  # wall seconds of training (validation excluded)
+    accelerator_seconds: float  # this epoch's (training and validation) on every worker together
 
 
 def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: float = 1.0) -> None:
@@ -90,7 +92,8 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
 
     objective = spec.objective
     stored_config = config_text(spec.model_dump(mode="json"))
-    start_epoch, best_value, epochs_since_best, trial_seconds = 1, None, 0, 0.0
+    start_epoch, best_value, epochs_since_best, trial_seconds, accelerator_seconds = 1, None, 0, 0.0, 0.0
+    parameters = sum(p.numel() for p in model.parameters())
     state = _restored_state(trial_folder, stored_config, device)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -100,6 +103,7 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
         start_epoch = state["epoch"] + 1
         best_value, epochs_since_best = state["best_value"], state["epochs_since_best"]
         trial_seconds = state["metrics"][TRIAL_SECONDS]
+        accelerator_seconds = state["metrics"].get(ACCELERATOR_SECONDS, 0.0)  # older checkpoints: none
         # The random stream as it was after that epoch (masks, dropout, augmentation): the
         # trial goes on as if it had never stopped.
         torch.random.set_rng_state(state["rng"])
@@ -126,8 +130,15 @@ def train_loop(spec: SearchSpec, session: Session, trial_folder: Path, cpus: flo
             return
         metrics = {f"train_{k}": v for k, v in result.train.items()}
         metrics.update({f"val_{k}": v for k, v in result.val.items()})
-        if metric not in metrics:
-            raise KeyError(f"metric {metric!r} is not reported by model {spec.model.name!r}; "
+        accelerator_seconds += result.accelerator_seconds
+        # What the trial costs (trainables/objective.py), so that objectives may name it; the
+        # model's own costs() come last and may replace a built-in one.
+        metrics.update({PARAMETERS: parameters,
+                        SECONDS_PER_SAMPLE: result.seconds / max(1, result.samples * session.world_size),
+                        ACCELERATOR_SECONDS: accelerator_seconds})
+        metrics.update({cost_key(k): v for k, v in contract.costs(model).items()})
+        for missing in [o.metric for o in spec.objectives if o.metric not in metrics]:
+            raise KeyError(f"metric {missing!r} is not reported by model {spec.model.name!r}; "
                            f"reported: {', '.join(sorted(metrics))}")
         value = metrics[metric]
         if objective.better(value, best_value):
@@ -235,6 +246,7 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, lr_schedule,
                stop_requested: Callable[[], bool]) -> EpochResult | None:
     """One epoch of training and validation; None if a stop was requested on the way."""
     wrapped.train()
+    clock = _AcceleratorClock(device)
     start = time.perf_counter()
     train_means = _Means(device)
     micro_batches, samples = 0, 0
@@ -269,7 +281,40 @@ def _run_epoch(wrapped, model, train_loader, val_loader, optimizer, lr_schedule,
     train = train_means.compute()
     seconds = time.perf_counter() - start
     val = evaluate(model, val_loader, device)
-    return EpochResult(train=train, val=val, samples=samples, seconds=seconds)
+    return EpochResult(train=train, val=val, samples=samples, seconds=seconds,
+                       accelerator_seconds=_sum_over_ranks(clock.seconds(), device))
+
+
+class _AcceleratorClock:
+    """Accelerator-seconds since it was made: CUDA device time on a GPU (events on the current
+    stream: the time the device spent on this worker's work, kernels queued included), the
+    process's CPU-seconds without one (every thread of the trial's process; DataLoader
+    worker processes are not counted)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.start_cpu = time.process_time()
+
+    def seconds(self) -> float:
+        if not self.cuda:
+            return time.process_time() - self.start_cpu
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        return self.start.elapsed_time(end) / 1000.0  # milliseconds
+
+
+def _sum_over_ranks(value: float, device: torch.device) -> float:
+    """The sum of ``value`` over the DDP workers (itself on one worker)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    packed = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    return float(packed.item())
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:

@@ -13,11 +13,14 @@ from trainables.search.schedulers.asha import RayAshaPolicy
 from trainables.search.schedulers.base import CONTINUE, PAUSE, STOP, PolicyScheduler, RungPolicy
 from trainables.search.schedulers.hyperband import HyperbandPolicy
 from trainables.search.schedulers.none import NoPolicy
+from trainables.search.schedulers.pareto import ParetoPolicy
 from trainables.search.schedulers.promotion import PromotionPolicy
+from trainables.spec.schedulers import PARETO
 from trainables.spec.schema import SearchSpec
 
 POLICIES: dict[str, type] = {
     "promotion": PromotionPolicy,
+    PARETO: ParetoPolicy,
     "asha": RayAshaPolicy,
     "hyperband": HyperbandPolicy,
     "none": NoPolicy,
@@ -28,13 +31,15 @@ __all__ = ["CONTINUE", "PAUSE", "STOP", "POLICIES", "PolicyScheduler", "RungPoli
 
 
 def new_policy(spec: SearchSpec) -> RungPolicy:
-    """The spec's scheduler kind, with no history."""
-    return POLICIES[spec.scheduler.type](spec.scheduler, spec.objective, spec.max_t)
+    """The spec's scheduler kind, with no history. ``pareto`` ranks by every objective; the
+    other kinds by the primary one (with several objectives too)."""
+    kind = spec.scheduler.type
+    return POLICIES[kind](spec.scheduler, spec.objectives if kind == PARETO else spec.objective, spec.max_t)
 
 
 def build_scheduler(spec: SearchSpec, record: SearchRecord) -> PolicyScheduler:
     """Tune's scheduler for the spec, its policy rebuilt from the record."""
-    return PolicyScheduler(new_policy(spec).restore(record, spec.objective), spec.objective)
+    return PolicyScheduler(new_policy(spec).restore(record, spec.objective))
 
 
 def scheduler_rungs(spec: SearchSpec) -> list[float]:

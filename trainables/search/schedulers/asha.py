@@ -22,6 +22,7 @@ class RayAshaPolicy(NoPromotions):
     def __init__(self, scheduler_spec: Any, objective: Objective, max_t: float) -> None:
         self.time_key = time_key_of(scheduler_spec)
         self.max_t = max_t
+        self.metric = objective.metric
         self._ray = ASHAScheduler(time_attr="t", metric="value", mode=objective.mode, max_t=max_t,
                                   grace_period=scheduler_spec.first_rung(max_t),
                                   reduction_factor=scheduler_spec.reduction_factor, brackets=self.brackets)

@@ -31,12 +31,17 @@ class RungPolicy(Protocol):
 
     time_key: str  # the key of a recorded epoch that counts the scheduler's time
     max_t: float
+    metric: str  # the primary objective's metric
+
+    def value_of(self, metrics: dict[str, Any]) -> Any:
+        """What the policy ranks a result (a reported epoch's metrics) by: the primary
+        objective's value, or (``pareto``) the tuple of every objective's."""
 
     def rungs(self) -> list[float]:
         """Where trials are compared, in the scheduler's count, ascending (the report draws them)."""
 
-    def on_result(self, trial_id: str, t: float, value: float | None) -> str:
-        """A trial's result at time ``t``: CONTINUE, STOP or PAUSE."""
+    def on_result(self, trial_id: str, t: float, value: Any) -> str:
+        """A trial's result at time ``t`` (``value_of`` its metrics): CONTINUE, STOP or PAUSE."""
 
     def on_end(self, trial_id: str) -> None:
         """The trial ended on its own terms (budget, patience, failure): it is never promoted."""
@@ -64,6 +69,11 @@ class RungPolicy(Protocol):
 class NoPromotions:
     """Mixin for the stopping kinds: nothing is ever paused, and the record's results replayed
     rebuild the state."""
+
+    metric: str
+
+    def value_of(self, metrics: dict[str, Any]) -> Any:
+        return metrics.get(self.metric)
 
     def restore(self, record: SearchRecord, objective: Objective) -> "NoPromotions":
         return replay_results(self, record, objective)
@@ -121,10 +131,9 @@ class PolicyScheduler(FIFOScheduler):
     Tune carries out. A PAUSE is a STOP to Tune (the searcher issues the trial again when the
     policy promotes it), so Tune never holds a paused trial, a Tune checkpoint or its slot."""
 
-    def __init__(self, policy: RungPolicy, objective: Objective) -> None:
+    def __init__(self, policy: RungPolicy) -> None:
         super().__init__()
         self.policy = policy
-        self.objective = objective
         self.pauses: dict[str, float] = {}  # trial id -> rung, for the record keeper
 
     def __getstate__(self) -> dict[str, Any]:
@@ -134,7 +143,7 @@ class PolicyScheduler(FIFOScheduler):
         key = self.policy.time_key
         if key not in result:
             return CONTINUE
-        decision = self.policy.on_result(trial.trial_id, result[key], result.get(self.objective.metric))
+        decision = self.policy.on_result(trial.trial_id, result[key], self.policy.value_of(result))
         if result.get("finished") or result.get("failed"):  # the loop ends it; its value still enters the rungs
             return CONTINUE
         if decision == PAUSE:

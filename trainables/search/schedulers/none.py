@@ -12,6 +12,7 @@ class NoPolicy(NoPromotions):
     def __init__(self, scheduler_spec: Any, objective: Objective, max_t: float) -> None:
         self.time_key = time_key_of(scheduler_spec)
         self.max_t = max_t
+        self.metric = objective.metric
 
     def rungs(self) -> list[float]:
         return []

@@ -31,7 +31,6 @@ from trainables.search.schedulers.base import (
     PAUSE,
     STOP,
     clean_rung,
-    recorded_results,
     rung_at,
     time_key_of,
 )
@@ -53,6 +52,7 @@ class PromotionPolicy:
         self.eta = scheduler_spec.reduction_factor
         self.trust_correlation = scheduler_spec.trust_correlation
         self.trust_pairs = scheduler_spec.trust_pairs
+        self.metric = objective.metric
         self._sign = objective.sign  # sign * value: smaller is better
         self._rungs = promotion_rungs(scheduler_spec.first_rung(max_t), self.eta, max_t)
         self._entries: list[dict[str, float]] = [{} for _ in self._rungs]  # rung -> trial -> signed value
@@ -66,10 +66,13 @@ class PromotionPolicy:
     def rungs(self) -> list[float]:
         return list(self._rungs)
 
-    def on_result(self, trial_id: str, t: float, value: float | None) -> str:
-        if not is_number(value):
+    def value_of(self, metrics: dict[str, Any]) -> Any:
+        return metrics.get(self.metric)
+
+    def on_result(self, trial_id: str, t: float, value: Any) -> str:
+        signed = self._signed(value)
+        if signed is None:
             return CONTINUE
-        signed = self._sign * value
         entered = self._enter(trial_id, t, signed)
         if t >= self.max_t:
             self._finals[trial_id] = signed
@@ -99,13 +102,13 @@ class PromotionPolicy:
         rung down, each rung's promotable trials best first."""
         found = []
         for k in reversed(range(len(self._rungs))):
-            waiting = [t for t, rung in self._paused.items() if rung == k]
-            if waiting and self.trusted(k):
-                entries = self._entries[k]
-                quota = len(entries) / self.eta
-                quota = math.floor(quota + 1e-9) if new_trials_left else math.ceil(quota - 1e-9)
-                waiting = [t for t in sorted(entries, key=entries.get)[:quota] if self._paused.get(t) == k]
-            found += sorted(waiting, key=self._entries[k].get)
+            if k not in self._paused.values():
+                continue
+            ranking = self._order(self._entries[k])
+            if self.trusted(k):
+                quota = len(ranking) / self.eta
+                ranking = ranking[:math.floor(quota + 1e-9) if new_trials_left else math.ceil(quota - 1e-9)]
+            found += [t for t in ranking if self._paused.get(t) == k]
         return found
 
     def promote(self, trial_id: str) -> None:
@@ -131,7 +134,8 @@ class PromotionPolicy:
         for entries in reversed(later):
             common = [t for t in self._entries[k] if t in entries]
             if len(common) >= self.trust_pairs:
-                correlation = spearmanr([self._entries[k][t] for t in common], [entries[t] for t in common])[0]
+                correlation = spearmanr([self._quality(self._entries[k][t]) for t in common],
+                                        [self._quality(entries[t]) for t in common])[0]
                 return None if math.isnan(correlation) else float(correlation)
         return None
 
@@ -140,12 +144,14 @@ class PromotionPolicy:
         """Rungs, promotions and pauses as the record has them (decisions are not re-made: the
         record's order of trials is not the order results arrived in)."""
         for trial in sorted(record.trials.values(), key=lambda t: t.number):
-            results = recorded_results(trial, self.time_key, objective.metric)
+            results = [(m[self.time_key], self.value_of(m)) for _, m in sorted(trial.epochs.items())
+                       if self.time_key in m]
             for t, value in results:
-                if is_number(value):
-                    entered = self._enter(trial.trial_id, t, self._sign * value)
+                signed = self._signed(value)
+                if signed is not None:
+                    entered = self._enter(trial.trial_id, t, signed)
                     if t >= self.max_t:
-                        self._finals[trial.trial_id] = self._sign * value
+                        self._finals[trial.trial_id] = signed
                     if entered is not None:
                         self._promoted[entered].add(trial.trial_id)  # undone below for a pause
             if trial.rung is not None and trial.rung in self._rungs:
@@ -159,8 +165,21 @@ class PromotionPolicy:
                 self.on_end(trial.trial_id)
         return self
 
+    # ----- what a kind that ranks otherwise changes (pareto.py) -----
+    def _signed(self, value: Any) -> Any:
+        """A result's value as the rungs hold it, smaller better; None when it does not rank."""
+        return self._sign * value if is_number(value) else None
+
+    def _order(self, entries: dict[str, Any]) -> list[str]:
+        """A rung's trials, best first."""
+        return sorted(entries, key=entries.get)
+
+    def _quality(self, signed: Any) -> float:
+        """What the trust check correlates."""
+        return signed
+
     # ----- inside -----
-    def _enter(self, trial_id: str, t: float, signed: float) -> int | None:
+    def _enter(self, trial_id: str, t: float, signed: Any) -> int | None:
         """Enter the rung ``t`` stands for (``rung_at``) if the trial had not; its index."""
         k = rung_at(t, self._rungs)
         if k is None or trial_id in self._entries[k]:
