@@ -354,13 +354,13 @@ def run_section(name: str, out: Path, seconds: float) -> dict[str, Any]:
             code = None
     path = out / f"{name}.json"
     data = json.loads(path.read_text()) if path.exists() else {}
+    tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
     if code is None:
         data["status"] = f"killed at its time box ({seconds:.0f} s + {KILL_GRACE_S} s); figures so far kept"
     elif code != 0:
-        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
         data["status"] = f"failed (exit {code}): {tail[0] if tail else ''}"
-    else:
-        data["status"] = "done"
+    elif data.get("status") != "done":
+        data["status"] = f"ended without its figures: {tail[0] if tail else 'no output'}"
     data["seconds"] = round(time.perf_counter() - started, 1)
     return data
 
