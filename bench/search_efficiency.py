@@ -66,15 +66,21 @@ def method_spec(seed: int, budget_s: float, default: bool) -> dict:
 
 
 def service_run(seed: int, budget_s: float, default: bool) -> Run:
-    run = Run()
     with scratch("efficiency") as folder:
-        started = time.time()
-        summary = launch_quietly(method_spec(seed, budget_s, default), folder)
-        for rows in recorded_epochs(folder / "out").values():
-            run.trials += 1
-            run.points += [(row["time"] - started, row["val_accuracy"]) for row in rows
-                           if math.isfinite(row.get("val_accuracy", math.nan))]
-        run.test_accuracy = ((summary.get("best") or {}).get("test") or {}).get("test_accuracy", math.nan)
+        return service_run_in(method_spec(seed, budget_s, default), folder)
+
+
+def service_run_in(raw: dict, folder: Path) -> Run:
+    """The service's search of ``raw`` in ``folder`` (its output in ``folder/out``, left there),
+    timed from the call that starts it."""
+    run = Run()
+    started = time.time()
+    summary = launch_quietly(raw, folder)
+    for rows in recorded_epochs(folder / "out").values():
+        run.trials += 1
+        run.points += [(row["time"] - started, row["val_accuracy"]) for row in rows
+                       if math.isfinite(row.get("val_accuracy", math.nan))]
+    run.test_accuracy = ((summary.get("best") or {}).get("test") or {}).get("test_accuracy", math.nan)
     return run
 
 
