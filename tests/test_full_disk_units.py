@@ -143,3 +143,24 @@ def test_mlflow_journal_on_a_full_disk_never_hangs_and_ends_the_search(tmp_path:
         assert not journal.exists() or journal.read_bytes() == b""  # no partial line left behind
         told = [line for line in capsys.readouterr().err.splitlines() if "search ends as interrupted" in line]
         assert len(told) == 1
+
+
+def test_a_time_limited_search_is_refused_only_for_the_trials_that_certainly_start(tmp_path: Path) -> None:
+    """`trials: 10000` with a time limit means "as many as fit": its estimate is an upper bound,
+    and the refusal counts only the first running trials; without the limit every trial counts."""
+    from bench.trial_overhead import Workload, service_spec
+    from tests.specs import write_spec
+    from trainables.prepare.space import space_needed
+    from trainables.spec.loading import load_spec
+
+    raw = service_spec(Workload(trials=10_000, reports=4, work_s=0.1))
+    raw["budget"] = {**raw["budget"], "max_concurrent": 2, "time_limit_minutes": 5}
+    limited = space_needed(load_spec(str(write_spec(tmp_path, raw, "limited.yaml")))[0], tmp_path / "a")
+    raw["budget"].pop("time_limit_minutes")
+    unlimited = space_needed(load_spec(str(write_spec(tmp_path, raw, "unlimited.yaml")))[0], tmp_path / "b")
+
+    assert limited.estimate == unlimited.estimate  # the same upper bound
+    assert limited.minimum == limited.checkpoint * 4 + limited.certain_stores  # 2 running, 2 being written
+    assert unlimited.minimum > 5000 * unlimited.checkpoint
+    assert "up to 10000 trials" in limited.describe() and "time limit" in limited.describe()
+    assert "up to" not in unlimited.describe().split("x up to")[0]

@@ -10,7 +10,10 @@ best/ (hard links to a kept checkpoint where the file system allows), and its st
 record, the Optuna study and MLflow's store, which grow with the epochs.
 
 The refusal counts one checkpoint per trial (what even a search whose trials all stop at their
-first epoch keeps): below that, the search cannot end. The message says the full estimate.
+first epoch keeps): below that, the search cannot end. A time-limited search's trial count is
+only an upper bound (a search "of 10,000 trials in 20 minutes" runs what fits), so there the
+refusal counts only the trials that certainly start, the first running ones. The message says
+the full estimate.
 """
 
 from __future__ import annotations
@@ -43,7 +46,13 @@ class SpaceNeed:
     checkpoint: int  # bytes of one checkpoint with its optimizer state
     trials: int  # trials still to write checkpoints
     concurrent: int  # trials running at once (each writes one more beside its kept ones)
-    stores: int
+    stores: int  # of all ``trials``
+    certain: int  # trials that certainly start: all, or the first running ones of a time-limited search
+    certain_stores: int  # the stores of those
+
+    @property
+    def time_limited(self) -> bool:
+        return self.certain < self.trials
 
     @property
     def estimate(self) -> int:
@@ -52,13 +61,16 @@ class SpaceNeed:
 
     @property
     def minimum(self) -> int:
-        """Below this the search cannot end: one checkpoint per trial, the stores."""
-        return self.checkpoint * (self.trials + self.concurrent) + self.stores
+        """Below this the search cannot end: one checkpoint per trial that certainly starts
+        (all of them, or the first running ones of a time-limited search), the stores."""
+        return self.checkpoint * (self.certain + self.concurrent) + self.certain_stores
 
     def describe(self) -> str:
-        return (f"about {size_text(self.estimate)} ({self.trials} trials x up to 2 checkpoints of "
+        upto = "up to " if self.time_limited else ""
+        return (f"about {size_text(self.estimate)} ({upto}{self.trials} trials x up to 2 checkpoints of "
                 f"{size_text(self.checkpoint)} kept until the search ends, {self.concurrent} being written, "
-                f"best/ and {size_text(self.stores)} of stores)")
+                f"best/ and {size_text(self.stores)} of stores" +
+                ("; fewer trials if the time limit ends the search first)" if self.time_limited else ")"))
 
 
 def checkpoint_bytes(spec: SearchSpec) -> int:
@@ -86,9 +98,12 @@ def space_needed(spec: SearchSpec, out_dir: Path) -> SpaceNeed:
     ended = sum(1 for t in SearchRecord(out_dir, spec.objective).trials.values() if t.ended)
     trials = max(0, total - ended)
     concurrent = min(trials, spec.budget.max_concurrent or os.cpu_count() or 1)
-    epochs = trials * spec.training.epochs
-    stores = (STORES_BASE_BYTES if ended == 0 else 0) + epochs * STORES_EPOCH_BYTES
-    return SpaceNeed(checkpoint_bytes(spec), trials, concurrent, stores)
+    certain = concurrent if spec.budget.time_limit_minutes is not None else trials
+
+    def stores(count: int) -> int:
+        return (STORES_BASE_BYTES if ended == 0 else 0) + count * spec.training.epochs * STORES_EPOCH_BYTES
+
+    return SpaceNeed(checkpoint_bytes(spec), trials, concurrent, stores(trials), certain, stores(certain))
 
 
 def check_free_space(spec: SearchSpec, out_dir: Path, where: str) -> int:
@@ -99,5 +114,6 @@ def check_free_space(spec: SearchSpec, out_dir: Path, where: str) -> int:
     if free < need.minimum:
         raise SpecError(f"{where}: {out_dir}: {size_text(free)} free, and a search of this spec needs "
                         f"{need.describe()}; at least {size_text(need.minimum)} even if every trial stopped "
-                        f"at its first epoch. Free some space, or choose another folder with --out")
+                        f"at its first epoch{' and the time limit came soon' if need.time_limited else ''}. "
+                        f"Free some space, or choose another folder with --out")
     return need.estimate
