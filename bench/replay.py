@@ -40,6 +40,15 @@ fidelity steps as epochs (mode min), sampled continuously (exact curves, no look
 of recorded full curves with per-epoch seconds (the MAE's, once recorded) loads from JSON with
 ``--corpus-file`` (``recorded_corpus``; format in its docstring).
 
+Several objectives: a corpus may name cost objectives after its quality (``Corpus.costs``),
+each a value a configuration fixes (``costs_of``: parameters do not change over training).
+Every result then carries them as the live trial's metrics do: the scheduler ranks by
+``value_of`` those metrics (``pareto``: every objective; the other kinds: the quality, as
+``new_policy`` builds them), and the sampler's view holds a finished trial's point (its best
+quality and its costs, ``TrialRecord.point``) with one direction per objective, stopped and
+paused trials by their quality at the rungs. ``Run.points_by`` gives each trial's point by a
+time (bench/mo_hypervolume.py measures their hypervolume).
+
 The oracle ("oracle" sampler): perfect early stopping of random search. It draws the random
 search's configurations (same sampler, same numbers) and knows each one's score: the best
 value of its curve (``mnist1d``, recorded corpora: time to target counts the best epoch) or its
@@ -89,7 +98,7 @@ from trainables.objective import Objective
 from trainables.search.sampling import Observation, new_sampler, sample, sampler_view, startup_point, values_at_rungs
 from trainables.search.schedulers import CONTINUE, PAUSE, POLICIES, STOP
 from trainables.spec.distributions import Distribution, IntRange, LogUniform, Uniform
-from trainables.spec.schedulers import SchedulerSpec, default_scheduler
+from trainables.spec.schedulers import PARETO, SchedulerSpec, default_scheduler
 
 # The promotion policy's Spearman check meets tied values (MNIST-1D configurations that map to one
 # recorded curve): it reads the NaN as "not yet decidable", and says so through scipy each time.
@@ -132,9 +141,13 @@ class Corpus:
     score_at_end: bool = False  # the oracle judges the last epoch's value (else the curve's best)
     grace: int = 1  # the corpus's usual first rung and reduction factor (the live comparison's)
     eta: float = 3.0
+    costs: list[Objective] = field(default_factory=list)  # objectives after the quality (module docstring)
+    costs_of: Callable[[dict[str, Any]], Sequence[float]] | None = None  # spec values -> each cost's value
 
     def __post_init__(self) -> None:
         self.objective = Objective(self.metric, self.mode)
+        self.objectives = [self.objective, *self.costs]
+        self.directions = [o.optuna_direction for o in self.objectives]
         self.optuna_space = {path: dist.to_optuna() for path, dist in self.space.items()}
         self._cache: dict[tuple, tuple[list[float], list[float]]] = {}
 
@@ -148,6 +161,16 @@ class Corpus:
 
     def final(self, params: dict[str, Any]) -> float:
         return self.lookup(params)[0][-1]
+
+    def cost_values(self, params: dict[str, Any]) -> tuple[float, ...]:
+        """The cost objectives' values of the configuration Optuna sampled; () without any."""
+        if self.costs_of is None:
+            return ()
+        return tuple(float(v) for v in self.costs_of({p: self.space[p].from_optuna(params[p]) for p in self.space}))
+
+    def metrics(self, value: float, costs: Sequence[float]) -> dict[str, float]:
+        """A result as the live trial reports it: the quality and every cost, by metric."""
+        return {self.metric: value, **{o.metric: c for o, c in zip(self.costs, costs)}}
 
     def better(self, a: float, b: float) -> bool:
         return self.objective.sign * a < self.objective.sign * b
@@ -267,6 +290,9 @@ class Method:
     scheduler: dict[str, Any]
     sampler: str = "optuna"
     startup_trials: int = 5
+    # TPE's start-up trials take each choice value once (the service's ``startup_point``);
+    # False: Optuna's own random start-up, as Optuna alone samples.
+    spread_startup: bool = True
 
     def scheduler_spec(self) -> Any:
         return _SCHEDULER.validate_python({"time_attr": "training_iteration", **self.scheduler})
@@ -312,6 +338,7 @@ class SimTrial:
     starts: int = 0
     issued_at: float = 0.0
     keep_to: int | None = None  # the oracle: the epoch it trains to
+    costs: tuple[float, ...] = ()  # the cost objectives' values (several objectives only)
 
     @property
     def trial_id(self) -> str:
@@ -369,13 +396,24 @@ class Run:
             return math.nan
         return self.corpus.objective.sign * (trial.curve[-1] - self.corpus.optimum)
 
+    def points_by(self, seconds: float) -> list[tuple[float, ...]]:
+        """Each trial with a result by ``seconds`` as a point of every objective: its best
+        quality reported by then and its costs (``TrialRecord.point``: the costs are fixed)."""
+        best: dict[int, float] = {}
+        for t, number, _, value in self.points:
+            if t <= seconds and (number not in best or self.corpus.better(value, best[number])):
+                best[number] = value
+        return [(value, *self.trials[number].costs) for number, value in sorted(best.items())]
+
 
 def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_000, log: bool = False) -> Run:
     """One search on the simulated clock (see the module docstring)."""
     cpu = time.process_time()
     spec = method.scheduler_spec()
     oracle = method.sampler == "oracle"
-    policy = _memoised(POLICIES[spec.type](spec, corpus.objective, corpus.max_t))
+    # As new_policy builds it: pareto ranks by every objective, the other kinds by the quality.
+    policy = _memoised(POLICIES[spec.type](spec, corpus.objectives if spec.type == PARETO else corpus.objective,
+                                           corpus.max_t))
     sampler_kind = "random" if oracle else method.sampler
     budget = corpus.budget_s
     trials: list[SimTrial] = []
@@ -424,9 +462,9 @@ def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_00
         issued = len(trials)
         number = issued + state.refused
         fixed = startup_point(corpus.space, seed, number) if (
-            sampler_kind == "optuna" and issued < method.startup_trials) else {}
+            sampler_kind == "optuna" and method.spread_startup and issued < method.startup_trials) else {}
         view = _view(corpus, policy, trials) if sampler_kind == "optuna" else \
-            sampler_view(corpus.optuna_space, corpus.objective.optuna_direction, [])
+            sampler_view(corpus.optuna_space, corpus.directions, [])
         params = sample(view, corpus.optuna_space, new_sampler(sampler_kind, seed, number, method.startup_trials),
                         fixed)
         first = (policy.rungs() or [1])[0]
@@ -435,7 +473,7 @@ def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_00
             state.no_new = True  # one cost group: the cheapest configuration does not fit either
             return None
         curve, seconds = corpus.lookup(params)
-        trial = SimTrial(issued, params, curve, seconds, issued_at=now)
+        trial = SimTrial(issued, params, curve, seconds, issued_at=now, costs=corpus.cost_values(params))
         trials.append(trial)
         by_id[trial.trial_id] = trial
         return trial
@@ -465,7 +503,7 @@ def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_00
         value = trial.curve[epoch - 1]
         trial.results.append((epoch, value))
         points.append((now, trial.number, epoch, value))
-        decision = policy.on_result(trial.trial_id, epoch, value)
+        decision = policy.on_result(trial.trial_id, epoch, policy.value_of(corpus.metrics(value, trial.costs)))
         if log:
             rungs = policy.rungs()
             note("result", now, trial, t=epoch, value=value, decision=decision,
@@ -541,12 +579,15 @@ def _oracle_decision(corpus: Corpus, state: SimpleNamespace, trial: SimTrial, ep
 def _view(corpus: Corpus, policy: Any, trials: list[SimTrial]) -> Any:
     """StudySearcher._view: every trial not running."""
     rungs = policy.rungs()
-    observations = [
-        Observation(params=dict(t.params), complete=t.status == FINISHED,
-                    value=corpus.objective.best([v for _, v in t.results], key=lambda v: v),
-                    rung_values=values_at_rungs(t.results, rungs))
-        for t in trials if t.status != RUNNING]
-    return sampler_view(corpus.optuna_space, corpus.objective.optuna_direction, observations, policy.trusted)
+    observations = []
+    for t in trials:
+        if t.status == RUNNING:
+            continue
+        best = corpus.objective.best([v for _, v in t.results], key=lambda v: v)
+        observations.append(Observation(  # several objectives: the point (told_value), rungs by the quality
+            params=dict(t.params), complete=t.status == FINISHED, value=[best, *t.costs] if t.costs else best,
+            rung_values=values_at_rungs(t.results, rungs)))
+    return sampler_view(corpus.optuna_space, corpus.directions, observations, policy.trusted)
 
 
 # ----------------------------------------------------------------------------------- tables

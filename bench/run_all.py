@@ -17,7 +17,7 @@ from bench.common import machine
 
 BENCHMARKS = ("loop_throughput", "data_throughput", "tracking_overhead", "trial_start", "trial_overhead",
               "trial_marginal",
-              "search_efficiency", "chaos")
+              "search_efficiency", "mo_hypervolume", "chaos")
 
 
 def main(argv: list[str] | None = None) -> int:
