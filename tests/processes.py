@@ -137,14 +137,17 @@ class MlflowServer:
         """Start it; with ``wait``, return once it answers its health check."""
         command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                    "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
-                   "--default-artifact-root", str(self.folder / "artifacts")]
+                   "--default-artifact-root", str(self.folder / "artifacts"),
+                   # One worker: the default four start for over a minute on 2 busy cores, and
+                   # uvicorn's supervisor kills a worker that is slow to answer its ping.
+                   "--workers", "1"]
         self.process = subprocess.Popen(command, stdout=(self.folder / "server.log").open("a"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
             self.wait_until_up()
 
     def wait_until_up(self) -> None:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # a start took 73 s under a load of 10 on 2 cores
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
