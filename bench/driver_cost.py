@@ -12,6 +12,7 @@ trial around trial k is the CPU spent between the starts of trials k - w/2 and k
 
     python -m bench.driver_cost               # 1,000 trials each (about 10 minutes a variant on 2 CPUs)
     python -m bench.driver_cost --quick       # 40 trials: checks it runs
+    python -m bench.driver_cost --sampler     # no Ray: the searcher's ms per sample at 100 and 1,000 trials
 """
 
 from __future__ import annotations
@@ -87,6 +88,71 @@ def run_bare_tune(work: Workload, clock: DriverClock) -> float:
     return time.perf_counter() - started
 
 
+def sampler_cost(sizes: tuple[int, ...] = (100, 1000), samples: int = 5) -> Table:
+    """Where the searcher's share of a trial goes, without Ray: a record of ``n`` ended trials
+    of this workload, then ``samples`` times one more trial ends and a configuration is
+    sampled (the view of the record, then TPE on it), beside TPE on a plain in-memory study of
+    the same trials (Optuna's own ``add_trials``). Medians, ms."""
+    import statistics
+
+    import numpy as np
+    import optuna
+
+    from bench.trial_overhead import service_spec
+    from tests.specs import write_spec
+    from trainables.results.record import FINISHED, SearchRecord
+    from trainables.search.sampling import new_sampler, sample
+    from trainables.search.schedulers import build_scheduler
+    from trainables.search.searcher import StudySearcher
+    from trainables.spec.loading import load_spec
+
+    table = Table(f"The searcher's ms per sample with TPE (no Ray; medians of {samples})",
+                  ["trials in the record", "view (kept)", "TPE on the view", "sample, all",
+                   "TPE alone on an add_trials study"])
+    for n in sizes:
+        with scratch("sampler") as folder:
+            raw = {**service_spec(FULL), "search": dict(SPACE), "searcher": {"type": "optuna", "seed": 0}}
+            spec, _ = load_spec(str(write_spec(folder, raw)))
+            record = SearchRecord(folder / "out", spec.objective).open_for_writing()
+            space = {path: dist.to_optuna() for path, dist in spec.search.items()}
+            rng = np.random.default_rng(0)
+
+            def one_more(i: int) -> None:
+                config = {path: spec.search[path].from_optuna(
+                    optuna.samplers.RandomSampler(seed=i).sample_independent(None, None, path, dist))
+                    for path, dist in space.items()}
+                record.add_trial(f"t{i}", config)
+                for epoch in range(1, FULL.reports + 1):
+                    record.add_epoch(f"t{i}", epoch, {spec.metric: float(rng.random()), "epoch": epoch}, None)
+                record.end_trial(f"t{i}", FINISHED, "budget")
+
+            for i in range(n):
+                one_more(i)
+            searcher = StudySearcher(spec, folder / "out", record, build_scheduler(spec, record).policy)
+            searcher._view()  # the first view observes every trial
+            times: dict[str, list[float]] = {name: [] for name in table.columns[1:]}
+            for i in range(n, n + samples):
+                one_more(i)
+                started = time.perf_counter()
+                view = searcher._view()
+                viewed = time.perf_counter()
+                sample(view, searcher._space, new_sampler("optuna", 0, i, 10))
+                sampled = time.perf_counter()
+                plain = optuna.create_study(directions=[spec.objective.optuna_direction])
+                plain.add_trials(view.trials[:-1])  # without the trial just asked
+                asked = time.perf_counter()
+                sample(plain, searcher._space, new_sampler("optuna", 0, i, 10))
+                for name, seconds in zip(times, (viewed - started, sampled - viewed, sampled - started,
+                                                 time.perf_counter() - asked)):
+                    times[name].append(1000 * seconds)
+            searcher.projection.flush()
+            record.close("interrupted")
+        table.add(n, *(statistics.median(values) for values in times.values()))
+    table.notes.append("TPE's own cost grows with the trials it weighs (its Parzen estimators, and Optuna's "
+                       "intersection search space, recomputed by each per-trial seeded sampler)")
+    return table
+
+
 def main(quick: bool = False, work: Workload | None = None) -> Table:
     work = work or (QUICK if quick else FULL)
     early, late, window = (10, work.trials, 10) if quick else (100, work.trials, 100)
@@ -111,6 +177,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--trials", type=int, default=None, help="trials per variant (default 1,000)")
+    parser.add_argument("--sampler", action="store_true", help="only the searcher's ms per sample, without Ray")
     args = parser.parse_args()
+    if args.sampler:
+        print(sampler_cost().render())
+        raise SystemExit(0)
     chosen = Workload(trials=args.trials, reports=FULL.reports, work_s=FULL.work_s) if args.trials else None
     print(main(args.quick, chosen).render())

@@ -21,3 +21,10 @@ def test_cost_per_trial_is_cpu_between_trial_starts_over_the_trials_between():
 def test_runs_quickly():
     text = main(quick=True).render()
     assert "| service: whole search" in text and "| bare Ray Tune" in text, text
+
+
+def test_sampler_cost_runs_without_ray():
+    from bench.driver_cost import sampler_cost
+
+    text = sampler_cost(sizes=(3, 12), samples=2).render()
+    assert "| 12 " in text and "TPE alone" in text, text

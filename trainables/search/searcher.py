@@ -46,10 +46,11 @@ from trainables.results.record import (
 from trainables.search.costs import TrialCosts
 from trainables.objective import Objective
 from trainables.search.sampling import (
+    KeptView,
+    Observation,
     new_sampler,
     optuna_state,
     sample,
-    sampler_view,
     startup_point,
     told_value,
     trial_observation,
@@ -127,6 +128,7 @@ class StudySearcher(_DriverOnly, Searcher):
         self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
         self.warm_starts = read_warm_starts(spec)
         self._warm_observations = [seen for start in self.warm_starts for seen in start.observations]
+        self._kept_view = KeptView(self._space, [o.optuna_direction for o in spec.objectives])
         self._first = first_trials(self.warm_starts)
         self._again = [t.trial_id for t in record.to_continue()]
         self._refused = 0  # samples not started for want of time (each reseeds the next)
@@ -242,18 +244,21 @@ class StudySearcher(_DriverOnly, Searcher):
         return needed is None or needed <= left
 
     def _view(self) -> optuna.Study:
-        """What the sampler learns from (trainables/search/sampling.py)."""
-        rungs, metric = self.policy.rungs(), self.spec.metric
-        observations = list(self._warm_observations)  # earlier searches' trials, told first
-        for trial in self.record.trials.values():
-            seen = trial_observation(trial, self._space, self.record.objective,
-                                     recorded_results(trial, self.policy.time_key, metric), rungs,
-                                     self.spec.objectives)
-            if seen is not None:
-                observations.append(seen)
+        """What the sampler learns from (trainables/search/sampling.py): the earlier searches'
+        trials, told first, then this search's, in issue order. A trial is observed again only
+        when its status or its epoch count changed (KeptView)."""
+        rungs = tuple(self.policy.rungs())
+        warm = ((("warm", i), None, lambda seen=seen: seen) for i, seen in enumerate(self._warm_observations))
+        own = ((trial.trial_id, (trial.status, len(trial.epochs), rungs), functools.partial(self.observation, trial))
+               for trial in self.record.trials.values())
         # One trust check per rung per sample (each is a rank correlation over the rung).
-        return sampler_view(self._space, [o.optuna_direction for o in self.spec.objectives], observations,
-                            functools.cache(self.policy.trusted))
+        return self._kept_view.view(itertools.chain(warm, own), functools.cache(self.policy.trusted))
+
+    def observation(self, trial: TrialRecord) -> Observation | None:
+        """What the sampler may learn from one of this search's trials now."""
+        return trial_observation(trial, self._space, self.record.objective,
+                                 recorded_results(trial, self.policy.time_key, self.spec.metric),
+                                 self.policy.rungs(), self.spec.objectives)
 
 
 # A sampled configuration that cannot reach its first rung before the time limit is not

@@ -1,0 +1,115 @@
+"""The sampler's view kept between samples (sampling.KeptView, StudySearcher._view) against the
+view built afresh from the whole record: the same samples at every step of a search whose
+trials report epochs, pause, are promoted, stop and finish while a rung's trust changes. No Ray."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from tests.specs import tiny_mae_spec, write_spec
+from trainables.results.record import FINISHED, STOPPED, SearchRecord
+from trainables.search.sampling import new_sampler, sample, sampler_view
+from trainables.search.schedulers import PAUSE, STOP, build_scheduler
+from trainables.spec.loading import load_spec
+
+LR, WD, SIZE = "training.lr", "training.weight_decay", "model.args.size"
+
+
+def _searcher(tmp_path: Path):
+    from trainables.search.searcher import StudySearcher
+
+    raw = tiny_mae_spec("kept")
+    raw["search"] = {LR: {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
+                     WD: {"type": "uniform", "low": 0.0, "high": 0.1},
+                     SIZE: {"type": "choice", "values": ["tiny", "small"]}}
+    raw["searcher"] = {"type": "optuna", "seed": 3, "startup_trials": 2}
+    raw["training"]["epochs"] = 4
+    # Rungs at epochs 1 and 2 (max_t 4); a rung's trust is checked once 3 trials allow it.
+    raw["scheduler"] = {"type": "promotion", "grace_period": 1, "reduction_factor": 2, "trust_pairs": 3}
+    raw["budget"]["trials"] = 100
+    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
+    out = tmp_path / "out"
+    record = SearchRecord(out, spec.objective)
+    policy = build_scheduler(spec, record).policy
+    record.open_for_writing()
+    return StudySearcher(spec, out, record, policy), record, policy
+
+
+def _curve(i: int) -> list[float]:
+    """Trial i's val_mse by epoch: for the first trials the order at epoch 1 is the reverse of
+    the order later (rung 0 loses the trust), for the later ones it holds (and may win it back)."""
+    late = 0.2 + 0.05 * ((7 * i) % 11)
+    early = 1.2 - late if i < 8 else late + 0.3
+    return [early, late + 0.1, late + 0.05, late]
+
+
+def test_a_kept_view_samples_what_a_view_rebuilt_from_the_record_does(tmp_path: Path) -> None:
+    searcher, record, policy = _searcher(tmp_path)
+    space, metric = searcher._space, searcher.spec.metric
+    directions = [o.optuna_direction for o in searcher.spec.objectives]
+    rng = np.random.default_rng(0)
+    trusts, states, compared = set(), set(), 0
+
+    def compare() -> None:
+        nonlocal compared
+        number = len(record.trials)
+        kept = sample(searcher._view(), space, new_sampler("optuna", 3, number, 2))
+        seen = [o for o in (searcher.observation(t) for t in record.trials.values()) if o is not None]
+        rebuilt_view = sampler_view(space, directions, seen, policy.trusted)
+        states.update(t.state for t in rebuilt_view.trials)
+        public = optuna.create_study(directions=directions)  # Optuna's own add_trials, deep copies
+        public.add_trials(copy.deepcopy(rebuilt_view.trials))
+        rebuilt = sample(rebuilt_view, space, new_sampler("optuna", 3, number, 2))
+        assert kept == rebuilt == sample(public, space, new_sampler("optuna", 3, number, 2)), \
+            f"after {compared} samples ({number} trials)"
+        trusts.add(policy.trusted(0))
+        compared += 1
+
+    def epoch(trial_id: str) -> None:
+        trial = record.trials[trial_id]
+        e = len(trial.epochs) + 1
+        value = _curve(trial.number)[e - 1]
+        record.add_epoch(trial_id, e, {metric: value, "epoch": e}, None)
+        decision = policy.on_result(trial_id, e, value)
+        if e >= 4:
+            policy.on_end(trial_id)
+            record.end_trial(trial_id, FINISHED, "budget")
+        elif decision == PAUSE:
+            record.pause_trial(trial_id, policy.rung_of(trial_id))
+        elif decision == STOP:
+            record.end_trial(trial_id, STOPPED, "scheduler", rung=e)
+
+    running: list[str] = []
+    for step in range(30):
+        while len(running) < 2:  # a free slot: a promotion first, else a new trial (as the searcher fills it)
+            promoted = policy.candidates(new_trials_left=True)[:1]
+            for trial_id in promoted:
+                policy.promote(trial_id)
+                record.promote_trial(trial_id)
+                record.add_trial(trial_id, {})
+            if not promoted:
+                trial_id = f"t{len(record.trials)}"
+                record.add_trial(trial_id, {LR: float(10 ** rng.uniform(-4, -2)), WD: float(rng.uniform(0, 0.1)),
+                                            SIZE: str(rng.choice(["tiny", "small"]))})
+            running.append(trial_id)
+            compare()
+        trial_id = running[int(rng.integers(len(running)))]  # either of the two reports next: ends come out of order
+        epoch(trial_id)
+        if record.trials[trial_id].status == "running" and step % 7 == 3:  # the time limit stops one
+            record.end_trial(trial_id, STOPPED, "time limit")
+        if record.trials[trial_id].status != "running":
+            running.remove(trial_id)
+        compare()
+        if step == 20:  # one fails mid-way
+            record.end_trial(running.pop(0), "failed", "boom")
+            compare()
+
+    assert trusts == {True, False}, "rung 0's trust never changed: the sequence tests less than it claims"
+    assert {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED} <= states
+    assert {"paused", STOPPED, FINISHED, "failed"} <= {t.status for t in record.trials.values()}
+    searcher.projection.flush()
+    record.close("interrupted")
