@@ -84,7 +84,7 @@ EXIT_SIGTERM = 128 + signal.SIGTERM
 EXIT_DISK_FULL = 74
 EXIT_BAD_INPUT = 2
 DISK_FULL_WITHIN_S = 60.0  # "within seconds", with room for a busy machine
-DISK_MB = 256  # the output folder's tmpfs: room for the full soak many times over (it uses a few MB)
+DISK_MIB = 256  # the output folder's tmpfs: room for the full soak many times over (it uses a few MB)
 DAMAGED_KEEP = 20  # bytes a damaged line keeps: the start of an event, cut short
 NODE_WAIT_S = 30.0  # how long a node kill waits for a trial to run on the worker node
 # The optuna study's state for each status of the record.
@@ -354,7 +354,7 @@ class Harness:
         lines_before = len((self.out / RECORD_FILE).read_bytes().splitlines())
         filler = fill(self.disk)
         filled = time.monotonic()
-        target = f"{filler.stat().st_size / 1e6:.0f} MB filler on the output folder's {DISK_MB} MB tmpfs"
+        target = f"{filler.stat().st_size / 2**20:.0f} MiB filler on the output folder's {DISK_MIB} MiB tmpfs"
         code = self.launcher.wait(timeout=300)
         took = time.monotonic() - filled
         self._ended(f"disk full, exit {code}" + ("" if code in (EXIT_DISK_FULL, 0) else f", not {EXIT_DISK_FULL}"))
@@ -598,8 +598,9 @@ def _mlflow_runs(summary: dict, ended: dict[str, str], uri: str, sync: subproces
         problems.append(f"runs of no trial: {sorted(extra)}")
     if info["pending_writes"]:
         problems.append(f"{info['pending_writes']} writes still pending after sync")
+    said = (sync.stdout.strip().splitlines() or [""])[-1]  # its last line (MLflow prints a line per run before)
     return Check("4. one MLflow child run per trial, its end = summary.json = record", not problems,
-                 "; ".join(problems[:10]) or f"{len(runs)} child runs; sync: {sync.stdout.strip()}")
+                 "; ".join(problems[:10]) or f"{len(runs)} child runs; sync: {said}")
 
 
 def _optuna_study(out: Path, events: list[dict], ended: dict[str, str]) -> Check:
@@ -646,12 +647,12 @@ def main(quick: bool = False, soak: Soak | None = None) -> Table:
 def run(soak: Soak) -> Outcome:
     # A short root: Ray's socket paths under the cluster's temp folders stay within 107 bytes.
     # The output folder on a tmpfs of its own, from the start: the full-disk fault fills it.
-    with scratch("chaos") as folder, small_disk(Path(folder) / "disk", DISK_MB * 1024) as disk:
+    with scratch("chaos") as folder, small_disk(Path(folder) / "disk", DISK_MIB * 1024) as disk:
         outcome = Harness(soak, Path(folder), disk).run()
         used = shutil.disk_usage(disk).used
     outcome.notes.append(f"{soak.trials} trials of up to {soak.epochs} epochs ({soak.work_s} s each), ASHA, "
                          f"TPE; 2 nodes x 1 CPU; max_failures {soak.max_failures}; seed {soak.seed}; output "
-                         f"folder on a {DISK_MB} MB tmpfs ({used / 1e6:.1f} MB used at the end)")
+                         f"folder on a {DISK_MIB} MiB tmpfs ({used / 1e6:.1f} MB used at the end)")
     return outcome
 
 
