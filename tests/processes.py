@@ -147,7 +147,7 @@ class MlflowServer:
             self.wait_until_up()
 
     def wait_until_up(self) -> None:
-        deadline = time.monotonic() + 180  # a start took 73 s under a load of 10 on 2 cores
+        deadline = time.monotonic() + 240  # its workers import MLflow: over 90 s on a loaded machine
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:

@@ -1,7 +1,10 @@
 """The chaos soak's quick mode (bench/chaos.py): a search on a real 2-node Ray cluster logging to
-a real MLflow server, with a trial process, the launcher, the worker node and the MLflow server
-each killed once and Ctrl-C pressed once. Every fault must have been injected and every
-invariant must have held."""
+a real MLflow server, its output folder on a tmpfs of its own, with a trial process, the
+launcher, the worker node and the MLflow server each killed once, Ctrl-C pressed once, SIGTERM
+sent to the launcher once, the disk filled (and then freed) once, and a line of the record
+damaged (and then restored) once while the launcher was not running. Every fault must have
+been injected, each fault's own promise (its exit status, its one line) and every invariant
+must have held. Skipped, saying why, where `mount -t tmpfs` is not permitted (it needs root)."""
 
 from __future__ import annotations
 

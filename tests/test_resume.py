@@ -138,6 +138,23 @@ def test_sigterm_to_the_launcher_alone_interrupts_like_ctrl_c(tmp_path: Path) ->
     assert {r.data.tags[TRIAL_ID_TAG] for r in _child_runs(summary) if r.info.status == "KILLED"} == cut
 
 
+def test_sigterm_while_the_search_starts_interrupts_it_too(tmp_path: Path) -> None:
+    """SIGTERM once Ray is connected but before the first trial (MLflow and the study being set
+    up, slow on a loaded machine): ray.init's own handler used to end the launcher with status
+    15, without a word (found by the chaos soak). It is an interruption like any other."""
+    spec_file = _spec(tmp_path, "sigterm_start", trials=2, epochs=2, scheduler="none", concurrency=1)
+    out, log = tmp_path / "out", tmp_path / "first.log"
+    first = launch(launch_command(spec_file, out), log)
+    wait_until(lambda: log.exists() and "MLflow: tracking URI" in log.read_text(), 240, "Ray connected", first, log)
+
+    os.kill(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Interrupted (SIGTERM)" in text and "same command" in text and "Traceback" not in text, text[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "interrupted" and summary["interrupted_by"] == "SIGTERM"
+
+
 def _decisions(out: Path) -> list[tuple]:
     """Trial by trial, in the order they were issued: configuration, how it ended, epochs, values."""
     summary = json.loads((out / "summary.json").read_text())

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,13 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     record = SearchRecord(out_dir, spec.objective)
     disk = DiskFault()  # a full disk met by any writer, in any thread, ends the search
     dashboard_url, started_here = connect(options.address)
+    limit = spec.budget.time_limit_minutes
+    stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()), disk)
+    # From connect() to the summary written: ray.init installed its own SIGTERM handler (it exits
+    # 15, without a word, the summary unwritten), which this one replaces while the search starts
+    # (MLflow, the study: slow on a loaded machine), runs and ends.
+    signals = ExitStack()
+    signals.enter_context(stop.catching_signals())
     try:
         cluster = ray.cluster_resources()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
@@ -140,8 +147,6 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                  f"{len(record.to_continue())} unfinished continue from their last completed epoch"
                  + (f", {paused} paused wait for promotion." if paused else "."))
         record.open_for_writing()
-        limit = spec.budget.time_limit_minutes
-        stop = SearchStop(None if limit is None else max(0.0, limit * 60 - record.elapsed_s()), disk)
         scheduler = build_scheduler(spec, record)
         searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left, disk)
         warm_start = [start.entry() for start in searcher.warm_starts]
@@ -184,8 +189,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         # fit() ends by reading Tune's result files, which the service does not write.
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         started = time.monotonic()
-        # After connect(): ray.init installs its own SIGTERM handler, which this one replaces.
-        with _without_tune_extras(), stop.catching_signals():
+        with _without_tune_extras():
             try:
                 if to_issue > 0:  # a finished search reopened with --resume has none
                     tuner.fit()
@@ -216,6 +220,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
             raise
         raise full from None
     finally:
+        signals.close()
         record.close_quietly()
         if started_here:
             ray.shutdown()
