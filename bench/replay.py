@@ -15,7 +15,7 @@ exactly as the live search asks it (trainables/search/searcher.py and recording.
   STOP it ends, on PAUSE it frees its worker and waits; its last epoch ends it (``on_end``,
   whatever ``on_result`` answered there, as ``PolicyScheduler`` and ``RecordKeeper`` do).
 - a new configuration is sampled as ``StudySearcher._new_config`` samples it: the sampler of
-  ``new_sampler(kind, seed, number, startup_trials)`` (number = trials issued + samples refused),
+  ``new_sampler(kind, seed, number, startup_trials)`` (number = trials issued),
   TPE's start-up points from ``sampling.startup_point``, on ``sampler_view`` of every
   trial not running (finished: COMPLETE with its best value; stopped or paused: PRUNED with
   ``values_at_rungs`` of its results at ``policy.rungs()``; ``trusted=policy.trusted``). Random
@@ -421,7 +421,7 @@ def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_00
     points: list[tuple[float, int, int, float]] = []
     events: list[dict[str, Any]] = []
     heap: list[tuple[float, int]] = []
-    state = SimpleNamespace(free=corpus.workers, refused=0, no_new=False, incumbent=None)
+    state = SimpleNamespace(free=corpus.workers, no_new=False, incumbent=None)
 
     def note(event: str, now: float, trial: SimTrial, **more: Any) -> None:
         if log:
@@ -459,8 +459,7 @@ def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_00
 
     def new_trial(now: float) -> SimTrial | None:
         """StudySearcher._new_config."""
-        issued = len(trials)
-        number = issued + state.refused
+        issued = number = len(trials)
         fixed = startup_point(corpus.space, seed, number) if (
             sampler_kind == "optuna" and method.spread_startup and issued < method.startup_trials) else {}
         view = _view(corpus, policy, trials) if sampler_kind == "optuna" else \
@@ -469,7 +468,6 @@ def replay(corpus: Corpus, method: Method, seed: int, trials_budget: int = 10_00
                         fixed)
         first = (policy.rungs() or [1])[0]
         if not fits(now, 0, first):
-            state.refused += 1
             state.no_new = True  # one cost group: the cheapest configuration does not fit either
             return None
         curve, seconds = corpus.lookup(params)

@@ -131,8 +131,6 @@ class StudySearcher(_DriverOnly, Searcher):
         self._kept_view = KeptView(self._space, [o.optuna_direction for o in spec.objectives])
         self._first = first_trials(self.warm_starts)
         self._again = [t.trial_id for t in record.to_continue()]
-        self._refused = 0  # samples not started for want of time (each reseeds the next)
-        self._refusals_in_a_row = 0
         self._no_new = False  # no new configuration can reach its first rung in the time left
 
     def next_trial_id(self) -> str:
@@ -200,41 +198,42 @@ class StudySearcher(_DriverOnly, Searcher):
 
     # ----- new configurations -----
     def _new_config(self, issued: int) -> dict[str, Any] | None:
-        # A refused sample moves the seed (and the start-up design) on, so the next differs.
-        number = issued + self._refused
         searcher = self.spec.searcher
         queued = len(self._first)  # a warm start's configurations come first; the start-up design after them
-        if number < queued:
-            config = dict(self._first[number])
+        if issued < queued:
+            config = dict(self._first[issued])
         else:
             fixed = {k: optuna_scalar(v) for k, v in self._points[issued % len(self._points)].items()}
             startup = searcher.type == "optuna" and issued < queued + searcher.startup_trials
             if startup:
-                fixed = {**startup_point(self.spec.search, searcher.seed, number - queued), **fixed}
+                fixed = {**startup_point(self.spec.search, searcher.seed, issued - queued), **fixed}
             # TPE counts the earlier searches' trials as start-up trials (Optuna counts every trial
             # told): a warm-started search draws its own start-up trials at random explicitly.
             kind = "random" if startup and self.warm_starts else searcher.type
             params = sample(self._view(), self._space,
-                            new_sampler(kind, searcher.seed, number, searcher.startup_trials), fixed)
+                            new_sampler(kind, searcher.seed, issued, searcher.startup_trials), fixed)
             config = {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
         first = (self.policy.rungs() or [1 if self.policy.time_key == "epoch" else 0])[0]
-        if self._fits(config, 0, first):
-            self._refusals_in_a_row = 0
-            return config
-        self._refused += 1
-        self._refusals_in_a_row += 1
-        if self._refusals_in_a_row >= MAX_REFUSED or not self._fits(self._cheapest(config), 0, first):
-            self._no_new = True  # even the cheapest configuration would be cut off: issue no more
-        return None
+        fitted = self._fitting(config, first)
+        if fitted is None:
+            self._no_new = True  # not even the cheapest group would reach its first rung: issue no more
+        return fitted
 
-    def _cheapest(self, config: dict[str, Any]) -> dict[str, Any]:
+    def _fitting(self, config: dict[str, Any], first: float) -> dict[str, Any] | None:
+        """``config`` if it can reach its first rung in the time left; else, where the cost
+        depends on a group (the MAE's size), ``config`` in the costliest group that can (the
+        sampler's other choices kept, the record holding what ran); else None. Ending the search
+        instead wasted its last minutes: the sampler, having seen one size finish, kept drawing
+        sizes too slow for the time left."""
+        if self._fits(config, 0, first):
+            return config
         path = self.costs.group_path
         dist = self.spec.search.get(path) if path else None
         if dist is None:
-            return config
-        costs = {v: self.costs.epoch_seconds({path: v}) for v in dist.values}
-        known = [v for v, c in costs.items() if c is not None]
-        return {**config, path: min(known, key=costs.get)} if known else config
+            return None
+        costs = {v: self.costs.epoch_seconds({**config, path: v}) for v in dist.values}
+        fitting = [v for v, c in costs.items() if c is not None and self._fits({**config, path: v}, 0, first)]
+        return {**config, path: max(fitting, key=costs.get)} if fitting else None
 
     def _fits(self, config: dict[str, Any], done: float, target: float) -> bool:
         left = self.seconds_left()
@@ -259,12 +258,6 @@ class StudySearcher(_DriverOnly, Searcher):
         return trial_observation(trial, self._space, self.record.objective,
                                  recorded_results(trial, self.policy.time_key, self.spec.metric),
                                  self.policy.rungs(), self.spec.objectives)
-
-
-# A sampled configuration that cannot reach its first rung before the time limit is not
-# started (nothing is written for it) and another is sampled; after this many in a row, no new
-# configuration is sampled. (Sooner when the cheapest measured one does not fit either.)
-MAX_REFUSED = 20
 
 
 class StudyProjection(RecordListener):
