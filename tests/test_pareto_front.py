@@ -123,3 +123,25 @@ def test_a_real_two_objective_search_ends_with_its_front_everywhere(ray_cluster,
     rows = (report / PARETO_CSV_FILE).read_text().splitlines()
     assert rows[0].startswith("trial_id,status,val_mse,cost_params") and len(rows) == 1 + len(front)
     assert "Pareto front" in (report / HTML_FILE).read_text()
+
+
+def test_the_front_chart_names_only_the_sizes_some_trial_had(tmp_path: Path) -> None:
+    """The flagship's chart listed `huge` in its legend though no trial was huge."""
+    import yaml
+
+    from trainables.outputs import SPEC_FILE
+    from trainables.results import plots
+    from trainables.results.search_data import gather
+
+    _record(tmp_path)
+    raw = tiny_mae_spec("chart")
+    for key in ("metric", "mode"):
+        raw.pop(key)
+    raw["objectives"] = [{"metric": "val_mse", "mode": "min"}, {"metric": PARAMETERS, "mode": "min"}]
+    raw["search"]["model.args.size"]["values"] = ["tiny", "small", "large", "huge"]
+    (tmp_path / SPEC_FILE).write_text(yaml.safe_dump(raw))
+    figure = plots.pareto_front(gather(tmp_path))
+    labels = [text.get_text() for text in figure.axes[-1].get_legend().get_texts()]
+    assert [label for label in labels if label.startswith("model.args.size=")] == \
+        ["model.args.size=small", "model.args.size=large"]
+    assert "stopped" in figure._suptitle.get_text()

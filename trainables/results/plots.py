@@ -158,14 +158,17 @@ def pareto_front(search: SearchData) -> Figure | None:
     front = set(search.front or [])
     figure = Figure(figsize=(5.2 * len(costs) + 0.8, 4.6), dpi=90, layout="constrained")
     axes = figure.subplots(1, len(costs), squeeze=False)[0]
+    seen: set[str] = set()  # the choice's values some trial had (the legend names only those)
     for column, (ax, cost) in enumerate(zip(axes, costs, strict=True), start=1):
-        placed = []
+        placed, xs_all = [], []
         for trial in search.trials:
             point = trial.point
             if point is None or not (is_number(point[0]) and is_number(point[column])):
                 continue
             value = str(trial.config.get(param)) if param else None
             colour = colours(keys.index(value) % 10) if value in keys else "tab:blue"
+            seen.add(value)
+            xs_all.append(point[column])
             stopped = trial.status == STOPPED
             ax.scatter([point[column]], [point[0]], marker="x" if stopped else "o", s=36, color=colour,
                        alpha=0.85, gid=f"point:{trial.trial_id}")
@@ -178,19 +181,20 @@ def pareto_front(search: SearchData) -> Figure | None:
         if line:
             xs, ys = zip(*line, strict=True)
             ax.plot(xs, ys, "-", color="black", linewidth=1.2, gid=f"front:{cost.metric}")
-        values = [x for x, _ in placed] or [1.0]
+        values = xs_all or [1.0]  # every trial drawn, not the front alone
         if min(values) > 0 and max(values) / min(values) > 100:
             ax.set_xscale("log")
         ax.set_xlabel(f"{cost.metric} ({cost.mode})")
         ax.set_ylabel(f"{quality.metric} ({quality.mode})")
         ax.grid(color="0.92")
     handles = [Line2D([], [], color=colours(i % 10), marker="o", linestyle="none", label=f"{param}={k}")
-               for i, k in enumerate(keys)]
+               for i, k in enumerate(keys) if k in seen]
     handles += [Line2D([], [], color="0.4", marker="x", linestyle="none", label=f"{STOPPED} (at its rung)"),
                 Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=10, linestyle="-",
                        label="Pareto front")]
     axes[-1].legend(handles=handles, fontsize=8, loc="best")
-    figure.suptitle(f"{quality.metric} against what it costs: every trial at its best epoch", fontsize=10)
+    figure.suptitle(f"{quality.metric} against what it costs: each trial at its best epoch "
+                    f"(a stopped one: by the rung it stopped at)", fontsize=10)
     return figure
 
 
