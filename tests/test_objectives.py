@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bench.loop_throughput import LocalSession
 from tests.specs import tiny_mae_spec, write_spec
 from trainables.objective import ACCELERATOR_SECONDS, PARAMETERS, SECONDS_PER_SAMPLE, Objective
 from trainables.spec.loading import load_spec
@@ -57,21 +58,6 @@ def test_bad_objectives_get_one_line_naming_the_key(tmp_path: Path, change, expe
     assert str(error.value).startswith(str(tmp_path))
 
 
-class _Session:
-    """The loop's Session, in this process: it keeps what is reported."""
-
-    rank, world_size = 0, 1
-
-    def __init__(self) -> None:
-        self.reports: list[dict[str, Any]] = []
-
-    def report(self, metrics: dict[str, Any]) -> None:
-        self.reports.append(metrics)
-
-    def stop_requested(self) -> bool:
-        return False
-
-
 def test_the_loop_reports_every_cost_each_epoch_and_a_models_own(tmp_path: Path, monkeypatch) -> None:
     from models.mae_vit import MaskedAutoencoderViT
     from trainables.trial.loop import train_loop
@@ -79,7 +65,7 @@ def test_the_loop_reports_every_cost_each_epoch_and_a_models_own(tmp_path: Path,
     # A model's own costs() (the documented hook): one extra cost, and its own parameter count.
     monkeypatch.setattr(MaskedAutoencoderViT, "costs", lambda self: {"flops": 7.0, "params": 3}, raising=False)
     spec, _ = load_spec(str(write_spec(tmp_path, tiny_mae_spec())))
-    session = _Session()
+    session = LocalSession()
     train_loop(spec, session, tmp_path / "trial")
     assert [r["epoch"] for r in session.reports] == [1, 2, 3]
     for report in session.reports:
@@ -95,7 +81,7 @@ def test_parameters_are_counted_on_the_model(tmp_path: Path) -> None:
     raw = tiny_mae_spec()
     raw["training"]["epochs"] = 1
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
-    session = _Session()
+    session = LocalSession()
     train_loop(spec, session, tmp_path / "trial")
     from models import create_model
 
