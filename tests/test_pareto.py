@@ -12,7 +12,7 @@ import optuna
 from trainables.objective import PARAMETERS, Objective
 from trainables.pareto import crowding_distances, dominates, nondominated_ranks, pareto_order, signed_point
 from trainables.results.record import PAUSED, SearchRecord
-from trainables.search.sampling import Observation, sampler_view
+from trainables.search.sampling import Observation, sampler_view, view_fidelity
 from trainables.search.schedulers import CONTINUE, PAUSE, POLICIES, STOP
 from trainables.spec.schedulers import ParetoScheduler
 
@@ -111,3 +111,27 @@ def test_the_multi_objective_view_tells_points_and_prunes_without_values() -> No
     from trainables.search.sampling import sample
 
     assert 0 <= sample(view, space, sampler)["x"] <= 1  # multi-objective TPE samples on it
+
+
+def test_with_two_objectives_the_view_compares_trials_at_the_highest_rung_enough_reached() -> None:
+    """BOHB's rule (sampling.view_fidelity): with one searched value, two trials at a rung are
+    enough. Every trial with a value there is COMPLETE with its point at the rung (its costs
+    kept); a finished one that has none there, and one stopped below it, are PRUNED."""
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    seen = [Observation({"x": 0.1}, True, [0.4, 10.0], {0: 0.6, 1: 0.4}),  # finished
+            Observation({"x": 0.2}, False, [0.5, 2.0], {0: 0.5}),  # paused at rung 0
+            Observation({"x": 0.3}, False, [0.9, 50.0], {0: 0.9}),  # stopped at rung 0
+            Observation({"x": 0.4}, True, [0.3, 80.0], {1: 0.3})]  # finished, its one epoch passed rung 0
+    complete, pruned = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+
+    view = sampler_view(space, ["minimize", "minimize"], seen)  # rung 0: three trials, rung 1: two
+    assert view_fidelity(seen, space, ["minimize", "minimize"], lambda k: True) == 1
+    assert [(t.state, t.values) for t in view.trials] == [(complete, [0.4, 10.0]), (pruned, None), (pruned, None),
+                                                          (complete, [0.3, 80.0])]
+    view = sampler_view(space, ["minimize", "minimize"], seen[:3])  # rung 1: one trial, not enough
+    assert [(t.state, t.values) for t in view.trials] == [(complete, [0.6, 10.0]), (complete, [0.5, 2.0]),
+                                                          (complete, [0.9, 50.0])]
+    view = sampler_view(space, ["minimize", "minimize"], seen, trusted=lambda k: k == 0)  # rung 1 not trusted
+    assert [t.values for t in view.trials] == [[0.6, 10.0], [0.5, 2.0], [0.9, 50.0]]
+    assert view_fidelity(seen, space, ["minimize"], lambda k: True) is None  # one objective: intermediate values
+    assert sampler_view(space, ["minimize", "minimize"], seen[:1]).trials[0].values == [0.4, 10.0]  # too few: final

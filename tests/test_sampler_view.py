@@ -9,27 +9,31 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 
 from tests.specs import tiny_mae_spec, write_spec
 from trainables.results.record import FINISHED, STOPPED, TRIAL_SECONDS, SearchRecord
-from trainables.search.sampling import new_sampler, sample, sampler_view
+from trainables.search.sampling import new_sampler, sample, sampler_view, view_fidelity
 from trainables.search.schedulers import PAUSE, STOP, build_scheduler
 from trainables.spec.loading import load_spec
 
 LR, WD, SIZE = "training.lr", "training.weight_decay", "model.args.size"
 
 
-def _searcher(tmp_path: Path):
+def _searcher(tmp_path: Path, objectives: int = 1):
     from trainables.search.searcher import StudySearcher
 
     raw = tiny_mae_spec("kept")
+    if objectives == 2:
+        raw["objectives"] = [{"metric": "val_mse", "mode": "min"}, {"metric": "cost_params", "mode": "min"}]
     raw["search"] = {LR: {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
                      WD: {"type": "uniform", "low": 0.0, "high": 0.1},
                      SIZE: {"type": "choice", "values": ["tiny", "small"]}}
     raw["searcher"] = {"type": "optuna", "seed": 3, "startup_trials": 2}
     raw["training"]["epochs"] = 4
     # Rungs at epochs 1 and 2 (max_t 4); a rung's trust is checked once 3 trials allow it.
-    raw["scheduler"] = {"type": "promotion", "grace_period": 1, "reduction_factor": 2, "trust_pairs": 3}
+    raw["scheduler"] = {"type": "promotion" if objectives == 1 else "pareto", "grace_period": 1,
+                        "reduction_factor": 2, "trust_pairs": 3}
     raw["budget"]["trials"] = 100
     spec, _ = load_spec(str(write_spec(tmp_path, raw)))
     out = tmp_path / "out"
@@ -47,12 +51,15 @@ def _curve(i: int) -> list[float]:
     return [early, late + 0.1, late + 0.05, late]
 
 
-def test_a_kept_view_samples_what_a_view_rebuilt_from_the_record_does(tmp_path: Path) -> None:
-    searcher, record, policy = _searcher(tmp_path)
+@pytest.mark.parametrize("objectives", [1, 2])
+def test_a_kept_view_samples_what_a_view_rebuilt_from_the_record_does(tmp_path: Path, objectives: int) -> None:
+    """With two objectives (quality, parameters) the view's fidelity moves up a rung as trials
+    reach it, and each kept trial is told again at the new one."""
+    searcher, record, policy = _searcher(tmp_path, objectives)
     space, metric = searcher._space, searcher.spec.metric
     directions = [o.optuna_direction for o in searcher.spec.objectives]
     rng = np.random.default_rng(0)
-    trusts, states, compared = set(), set(), 0
+    trusts, states, compared, fidelities = set(), set(), 0, set()
 
     def compare() -> None:
         nonlocal compared
@@ -60,6 +67,7 @@ def test_a_kept_view_samples_what_a_view_rebuilt_from_the_record_does(tmp_path: 
         kept = sample(searcher._view(), space, new_sampler("optuna", 3, number, 2))
         seen = [o for o in (searcher.observation(t) for t in record.trials.values()) if o is not None]
         rebuilt_view = sampler_view(space, directions, seen, policy.trusted)
+        fidelities.add(view_fidelity(seen, space, directions, policy.trusted))
         states.update(t.state for t in rebuilt_view.trials)
         public = optuna.create_study(directions=directions)  # Optuna's own add_trials, deep copies
         public.add_trials(copy.deepcopy(rebuilt_view.trials))
@@ -72,9 +80,10 @@ def test_a_kept_view_samples_what_a_view_rebuilt_from_the_record_does(tmp_path: 
     def epoch(trial_id: str) -> None:
         trial = record.trials[trial_id]
         e = len(trial.epochs) + 1
-        value = _curve(trial.number)[e - 1]
-        record.add_epoch(trial_id, e, {metric: value, "epoch": e}, None)
-        decision = policy.on_result(trial_id, e, value)
+        metrics = {metric: _curve(trial.number)[e - 1], "epoch": e,
+                   "cost_params": 1000.0 if trial.config[SIZE] == "tiny" else 4000.0}
+        record.add_epoch(trial_id, e, metrics, None)
+        decision = policy.on_result(trial_id, e, policy.value_of(metrics))
         if e >= 4:
             policy.on_end(trial_id)
             record.end_trial(trial_id, FINISHED, "budget")
@@ -109,6 +118,7 @@ def test_a_kept_view_samples_what_a_view_rebuilt_from_the_record_does(tmp_path: 
             compare()
 
     assert trusts == {True, False}, "rung 0's trust never changed: the sequence tests less than it claims"
+    assert fidelities == ({None} if objectives == 1 else {None, 0, 1}), fidelities
     assert {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED} <= states
     assert {"paused", STOPPED, FINISHED, "failed"} <= {t.status for t in record.trials.values()}
     searcher.projection.flush()

@@ -14,6 +14,13 @@ rungs it reached, keyed by the rung's index, so TPE ranks it by (rungs reached, 
 at equal training whatever its cost per epoch. A trial whose highest rung the scheduler no
 longer trusts is left out: a ranking that does not hold teaches nothing.
 
+With several objectives Optuna keeps no intermediate values, so the view compares trials at
+one fidelity, as BOHB does (Falkner et al., 2018): the highest trusted rung that at least
+``len(space) + 1`` trials reached (``view_fidelity``). Every trial with a value there is
+COMPLETE with its point at that rung; one that stopped below it is PRUNED. Telling finished
+trials alone as COMPLETE made MOTPE learn from the trials a time limit lets finish, which are
+the costliest per epoch (in the flagship job, ``large``: half its minutes).
+
 The searcher keeps the view's trials between samples (``KeptView``): a recorded trial is
 observed again only when its status or its epochs changed, and the trust of each rung is asked
 again at each sample, so each view holds what one built afresh from the whole record would, in
@@ -138,24 +145,48 @@ def sampler_view(space: dict[str, optuna.distributions.BaseDistribution], direct
                  observations: Iterable[Observation], trusted: Callable[[int], bool] = lambda k: True) -> optuna.Study:
     """An in-memory study of the observations the sampler may learn from (see the module).
 
-    With several directions (objectives) a finished trial is COMPLETE with its point, and one
-    stopped or paused at a trusted rung PRUNED without values: Optuna keeps no intermediate
-    values in a multi-objective study (TPE would read them by ``study.direction``, which such a
-    study refuses), so TPE counts it among the worse trials (MOASHA did not let it go on)."""
+    With several directions (objectives) the trials are compared at ``view_fidelity``'s rung
+    (see the module): Optuna keeps no intermediate values in a multi-objective study."""
     directions = _directions(direction)
-    told = (view_trial(seen, space, directions) for seen in observations)
+    observations = list(observations)
+    fidelity = view_fidelity(observations, space, directions, trusted)
+    told = (view_trial(seen, space, directions, fidelity) for seen in observations)
     return _study(directions, [trial for trial, rung in told if trial is not None and (rung is None or trusted(rung))])
 
 
+def view_fidelity(observations: Sequence[Observation], space: dict[str, optuna.distributions.BaseDistribution],
+                  directions: Sequence[str], trusted: Callable[[int], bool]) -> int | None:
+    """With several objectives, the rung index at which the view compares trials: the highest
+    trusted one that at least ``len(space) + 1`` trials reached (BOHB's rule for the budget its
+    model is fitted on); None with one objective, or before any rung has that many (then
+    finished trials are told with their points and the others PRUNED)."""
+    if len(directions) == 1:
+        return None
+    reached: dict[int, int] = {}
+    for seen in observations:
+        for k in seen.rung_values:
+            reached[k] = reached.get(k, 0) + 1
+    enough = [k for k, n in reached.items() if n >= len(space) + 1 and trusted(k)]
+    return max(enough) if enough else None
+
+
 def view_trial(seen: Observation, space: dict[str, optuna.distributions.BaseDistribution],
-               directions: Sequence[str]) -> tuple[optuna.trial.FrozenTrial | None, int | None]:
+               directions: Sequence[str], fidelity: int | None = None
+               ) -> tuple[optuna.trial.FrozenTrial | None, int | None]:
     """The view's trial for one observation (None: nothing to tell), and the rung whose trust
-    decides whether the view holds it (None: it does, whatever the trust)."""
+    decides whether the view holds it (None: it does, whatever the trust). With several
+    objectives and a ``fidelity`` (``view_fidelity``), a trial that reached that rung is
+    COMPLETE with its point there: the quality at the rung and its costs (the trial's own,
+    which the training does not change)."""
     several = len(directions) > 1
     params = {p: v for p, v in seen.params.items() if p in space}
     distributions = {p: space[p] for p in params}
     values = list(seen.value) if several and isinstance(seen.value, (list, tuple)) else [seen.value]
-    if seen.complete and len(values) == len(directions) and all(is_number(v) for v in values):
+    if several and fidelity is not None:  # at that rung or not at all: a finished trial too
+        at_rung = [seen.rung_values.get(fidelity), *values[1:]]
+        if len(at_rung) == len(directions) and all(is_number(v) for v in at_rung):
+            return optuna.trial.create_trial(params=params, distributions=distributions, values=at_rung), fidelity
+    elif seen.complete and len(values) == len(directions) and all(is_number(v) for v in values):
         return optuna.trial.create_trial(params=params, distributions=distributions, values=values), None
     if seen.rung_values:
         return optuna.trial.create_trial(params=params, distributions=distributions,
@@ -176,20 +207,31 @@ class KeptView:
     def __init__(self, space: dict[str, optuna.distributions.BaseDistribution], direction: str | Sequence[str]) -> None:
         self.space = space
         self.directions = _directions(direction)
-        # key -> (token, the view's trial or None, the rung whose trust decides or None)
-        self._kept: dict[Hashable, tuple[Hashable, optuna.trial.FrozenTrial | None, int | None]] = {}
+        # key -> (token, its observation or None, and once made: (the fidelity it was made at,
+        # the view's trial or None, the rung whose trust decides or None))
+        self._kept: dict[Hashable, tuple[Hashable, Observation | None,
+                                         tuple[int | None, optuna.trial.FrozenTrial | None, int | None] | None]] = {}
 
     def view(self, sources: Iterable[tuple[Hashable, Hashable, Callable[[], Observation | None]]],
              trusted: Callable[[int], bool] = lambda k: True) -> optuna.Study:
         """The view of ``sources``, in order: (key, token, a call that observes the source)."""
-        trials = []
+        keys = []
         for key, token, observe in sources:
             kept = self._kept.get(key)
             if kept is None or kept[0] != token:
-                seen = observe()
-                kept = (token, *(view_trial(seen, self.space, self.directions) if seen is not None else (None, None)))
-                self._kept[key] = kept
-            _, trial, rung = kept
+                self._kept[key] = (token, observe(), None)
+            keys.append(key)
+        observed = [self._kept[key][1] for key in keys]
+        fidelity = view_fidelity([seen for seen in observed if seen is not None], self.space, self.directions, trusted)
+        trials = []
+        for key in keys:
+            token, seen, made = self._kept[key]
+            if seen is None:
+                continue
+            if made is None or made[0] != fidelity:  # new, changed, or the view's fidelity moved
+                made = (fidelity, *view_trial(seen, self.space, self.directions, fidelity))
+                self._kept[key] = (token, seen, made)
+            _, trial, rung = made
             if trial is not None and (rung is None or trusted(rung)):
                 trials.append(trial)
         return _study(self.directions, trials)
