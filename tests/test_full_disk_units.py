@@ -20,6 +20,7 @@ from trainables.objective import Objective
 from trainables.outputs import RECORD_FILE
 from trainables.results.record import SearchRecord
 from trainables.tracking.journal import JOURNAL_FILE, RunWriter
+from trainables.tracking.runs import _info
 from trainables.trial.checkpoints import save_checkpoint
 
 OBJECTIVE = Objective("val_loss", "min")
@@ -139,6 +140,7 @@ def test_mlflow_journal_on_a_full_disk_never_hangs_and_ends_the_search(tmp_path:
         assert writer.flush() is True and time.monotonic() - started < 30
         assert fault.error is not None and JOURNAL_FILE in str(fault.error) and str(disk) in str(fault.error)
         assert writer.lost == 2 and writer._thread.alive
+        assert _info(writer)["lost_writes"] == 2  # summary.json says so
         journal = disk / JOURNAL_FILE
         assert not journal.exists() or journal.read_bytes() == b""  # no partial line left behind
         told = [line for line in capsys.readouterr().err.splitlines() if "search ends as interrupted" in line]

@@ -32,11 +32,14 @@ def _raw(experiment: str, warm_start: list[str]) -> dict:
 
 
 def _earlier_search(folder: Path, trials: list[tuple[str, dict, list[float], str | None]],
-                    metric: str = METRIC, mode: str = "min") -> Path:
+                    metric: str = METRIC, mode: str = "min", split_seed: int | None = None) -> Path:
     """An earlier search's folder: its resolved spec and a record written by the record's own
-    writer. Each trial: id, config, its values by epoch, and how it ended (None: not ended)."""
+    writer. Each trial: id, config, its values by epoch, and how it ended (None: not ended).
+    With ``split_seed``, the earlier search ran on another split of the data."""
     folder.mkdir()
     raw = {**_raw("earlier", []), "metric": metric, "mode": mode}
+    if split_seed is not None:
+        raw["data"]["split_seed"] = split_seed
     (folder / SPEC_FILE).write_text(resolved_yaml(load_spec(str(write_spec(folder.parent, raw, "earlier.yaml")))[0]))
     record = SearchRecord(folder, load_spec(str(folder.parent / "earlier.yaml"))[0].objective).open_for_writing()
     for trial_id, config, values, status in trials:
@@ -76,7 +79,8 @@ def test_trials_the_new_space_contains_are_told_and_the_others_counted(tmp_path:
     before = _snapshot(earlier)
     spec, _ = load_spec(str(write_spec(tmp_path, _raw("warm", [str(earlier)]))))
     [start] = read_warm_starts(spec)
-    assert start.entry() == {"folder": str(earlier), "used": 5, "skipped": 5, "outside_space": 3, "tried_first": 3}
+    assert start.entry() == {"folder": str(earlier), "used": 5, "skipped": 5, "outside_space": 3, "tried_first": 3,
+                             "rung_entries": 9}  # every trial with a value (f has none), in the space or not
     told = [(o.params, o.complete, o.value, o.rung_values) for o in start.observations]
     assert told == [
         ({LR: 1e-3, SIZE: "tiny"}, True, 0.4, {0: 0.9, 1: 0.5}),
@@ -122,15 +126,45 @@ def _issue(spec, out: Path, trial_ids: list[str]) -> list[dict]:
     """New trials as the searcher issues them to Tune, in one launch (no Ray started)."""
     from trainables.search.schedulers import build_scheduler
     from trainables.search.searcher import StudySearcher
+    from trainables.search.warm_start import read_warm_starts, rung_entries
 
     record = SearchRecord(out, spec.objective)
-    policy = build_scheduler(spec, record).policy
+    starts = read_warm_starts(spec)
+    policy = build_scheduler(spec, record, rung_entries(starts)).policy
     record.open_for_writing()
-    searcher = StudySearcher(spec, out, record, policy)
+    searcher = StudySearcher(spec, out, record, policy, warm_starts=starts)
     configs = [searcher.suggest(trial_id) for trial_id in trial_ids]
     searcher.projection.flush()
     record.close("interrupted")
     return configs
+
+
+@pytest.mark.parametrize("other_data", [False, True])
+def test_an_earlier_search_of_the_same_problem_fills_the_rungs_so_a_good_trial_goes_on_at_once(
+        tmp_path: Path, other_data: bool) -> None:
+    """Promotion pauses the first arrival at an empty rung. Warm-started from the same problem,
+    the rung already holds the earlier trials' values: a trial better than them goes on without
+    a pause (the earlier best, tried first, no longer waits at each rung for new entries).
+    Values measured on other data are not comparable: there the rungs start empty."""
+    from trainables.search.schedulers import CONTINUE, PAUSE, build_scheduler
+    from trainables.search.warm_start import read_warm_starts, rung_entries
+
+    earlier = _earlier_search(tmp_path / "earlier", EARLIER, split_seed=7 if other_data else None)
+    raw = _raw("warm", [str(earlier)])
+    raw["scheduler"] = {"type": "promotion", "time_attr": "training_iteration", "grace_period": 1,
+                        "reduction_factor": 2}  # rungs at epochs 1 and 2
+    spec, _ = load_spec(str(write_spec(tmp_path, raw)))
+    entries = rung_entries(read_warm_starts(spec))
+    assert len(entries) == (0 if other_data else 9)
+    record = SearchRecord(tmp_path / "new", spec.objective)
+    warm = build_scheduler(spec, record, entries).policy
+    cold = build_scheduler(spec, record).policy
+    assert cold.on_result("new", 1, 0.25) == PAUSE  # alone at its rung
+    assert warm.on_result("new", 1, 0.25) == (PAUSE if other_data else CONTINUE)  # best of 10 at epoch 1
+    if not other_data:
+        assert warm.on_result("worse", 1, 0.65) == PAUSE  # 6th of 11: outside the top floor(11 / 2)
+        assert warm.candidates(new_trials_left=True) == []  # and no earlier trial ever waits there
+        assert set(warm.paused()) == {"worse"}
 
 
 def test_the_best_come_first_and_a_continued_search_issues_the_same_trials(tmp_path: Path) -> None:
@@ -233,13 +267,14 @@ def test_a_warm_started_search_begins_with_the_earlier_best(ray_cluster, tmp_pat
 
     issued = sorted(SearchRecord(out, spec.objective).trials.values(), key=lambda t: t.number)
     assert [t.config for t in issued[:len(expected)]] == expected
+    measured = sum(1 for t in done.trials.values() if t.epochs)  # the same problem: all fill the rungs
     entry = {"folder": str(earlier), "used": len(told), "skipped": 4 - len(told), "outside_space": 0,
-             "tried_first": len(expected)}
+             "tried_first": len(expected), "rung_entries": measured}
     assert summary["warm_start"] == [entry]
     assert json.loads((out / "summary.json").read_text())["warm_start"] == [entry]
     line = (f"Warm start from {earlier}: {len(told)} trials used, {4 - len(told)} skipped (0 outside this search "
             f"space, {4 - len(told)} failed, unfinished or without a value at its rungs); its best {len(expected)} "
-            f"configuration(s) are tried first.")
+            f"configuration(s) are tried first; {measured} of its trials fill the rungs (the same problem).")
     assert line in "\n".join(printed).splitlines()
     parent = MlflowClient(summary["mlflow"]["tracking_uri"]).get_run(summary["mlflow"]["parent_run_id"])
     assert json.loads(parent.data.tags[WARM_START_TAG]) == [entry]

@@ -30,7 +30,9 @@ def warm_start_banner(entries: list[dict[str, Any]]) -> str:
     return "\n".join(
         f"Warm start from {e['folder']}: {e['used']} trials used, {e['skipped']} skipped "
         f"({e['outside_space']} outside this search space, {e['skipped'] - e['outside_space']} failed, unfinished "
-        f"or without a value at its rungs); its best {e['tried_first']} configuration(s) are tried first."
+        f"or without a value at its rungs); its best {e['tried_first']} configuration(s) are tried first"
+        + (f"; {e['rung_entries']} of its trials fill the rungs (the same problem)." if e["rung_entries"] else
+           "; the rungs start empty (other data, epochs or scheduler count).")
         for e in entries)
 
 

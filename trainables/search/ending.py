@@ -15,6 +15,7 @@ from trainables.results.record import (
     STOPPED,
     SearchRecord,
 )
+from trainables.outputs import RECORD_FILE, SUMMARY_FILE
 from trainables.results.front import pareto_front
 from trainables.results.summary import (
     export_best,
@@ -44,6 +45,7 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
         path = write_summary(record, spec.experiment, None, tracker.info(), warm_start=warm_start,
                              objectives=spec.objectives)
         echo(print_trials(record, spec, seconds, path, None))
+        _tell_lost(tracker, echo)
         echo(f"Interrupted: {len(record.unfinished())} unfinished trial(s) keep their last completed epoch "
              f"({sum(1 for t in record.trials.values() if t.paused)} of them paused at a rung). "
              f"Run the same command again to continue the search.")
@@ -94,7 +96,16 @@ def end_search(spec: SearchSpec, record: SearchRecord, tracker: Any, trial_runs:
     if tracker.writer.pending:
         echo(f"MLflow: {tracker.writer.pending} writes are waiting for {tracker.tracking_uri}; "
              f"once it is reachable, run: python launch.py sync {record.out_dir}")
+    _tell_lost(tracker, echo)
     return json.loads(path.read_text())
+
+
+def _tell_lost(tracker: Any, echo: Callable[[str], None]) -> None:
+    """MLflow writes that could be neither sent nor journaled (summary.json's ``lost_writes``)
+    are missing from MLflow for good; the record, summary.json and the report still hold them."""
+    if tracker.writer.lost:
+        echo(f"MLflow: {tracker.writer.lost} writes could be neither sent to {tracker.tracking_uri} nor kept "
+             f"for later; its runs lack them, while {RECORD_FILE}, {SUMMARY_FILE} and the report hold everything.")
 
 
 def _test_metrics(best_dir: Path) -> dict[str, float] | None:

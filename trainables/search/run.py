@@ -102,6 +102,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.search.recording import RecordKeeper
     from trainables.search.schedulers import build_scheduler
     from trainables.search.searcher import RecordSearchGenerator, StudySearcher, total_trials
+    from trainables.search.warm_start import read_warm_starts, rung_entries
     from trainables.spec.resources import placement_for, plan_concurrency
     from trainables.tracking.runs import (
         SEARCH_KEY,
@@ -147,8 +148,9 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                  f"{len(record.to_continue())} unfinished continue from their last completed epoch"
                  + (f", {paused} paused wait for promotion." if paused else "."))
         record.open_for_writing()
-        scheduler = build_scheduler(spec, record)
-        searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left, disk)
+        warm_starts = read_warm_starts(spec)
+        scheduler = build_scheduler(spec, record, rung_entries(warm_starts))
+        searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left, disk, warm_starts)
         warm_start = [start.entry() for start in searcher.warm_starts]
         if warm_start:
             echo(warm_start_banner(warm_start))

@@ -56,7 +56,7 @@ from trainables.search.sampling import (
     trial_observation,
 )
 from trainables.search.schedulers.base import RungPolicy, recorded_results
-from trainables.search.warm_start import first_trials, read_warm_starts
+from trainables.search.warm_start import WarmStart, first_trials
 from trainables.spec.distributions import Grid, optuna_scalar
 from trainables.spec.schema import SearchSpec
 
@@ -109,7 +109,8 @@ class StudySearcher(_DriverOnly, Searcher):
     (its cost measured from the record, trainables/search/costs.py)."""
 
     def __init__(self, spec: SearchSpec, out_dir: Path, record: SearchRecord, policy: RungPolicy,
-                 seconds_left: Callable[[], float | None] = lambda: None, disk: DiskFault | None = None) -> None:
+                 seconds_left: Callable[[], float | None] = lambda: None, disk: DiskFault | None = None,
+                 warm_starts: Sequence[WarmStart] = ()) -> None:
         objective = spec.objective
         super().__init__(metric=objective.metric, mode=objective.mode)
         self.spec = spec
@@ -126,7 +127,7 @@ class StudySearcher(_DriverOnly, Searcher):
         self._points = grid_points(spec)
         self._total = total_trials(spec)
         self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
-        self.warm_starts = read_warm_starts(spec)
+        self.warm_starts = list(warm_starts)  # read_warm_starts(spec), read once per launch
         self._warm_observations = [seen for start in self.warm_starts for seen in start.observations]
         self._kept_view = KeptView(self._space, [o.optuna_direction for o in spec.objectives])
         self._first = first_trials(self.warm_starts)

@@ -8,6 +8,14 @@ new space does not search do not matter) are told to the sampler as the search's
 paused ones pruned with their values at the new search's rungs. The others are skipped, and
 counted.
 
+An earlier search of the same problem (the same data, epochs and scheduler count: its values
+are measured as the new search's are) also fills the new scheduler's rungs: its trials'
+results there are entries the new trials are ranked against (``EarlierTrial``, told to the
+policy by ``schedulers.build_scheduler``), so the rungs hold enough entries to promote by, and
+a configuration known to be good goes on at once instead of waiting at each rung for new
+ones. Rungs filled from other data would rank the new trials against values that are not
+comparable; there the sampler alone learns from the earlier search.
+
 The best finished configurations of each folder (``BEST_PER_FOLDER``, each once over all
 folders) are the new search's first trials. They are decided from the folders alone, in the
 spec's order, so a continued search computes the same list and its record says how many of
@@ -21,7 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from trainables.objective import is_number
+from trainables.outputs import SPEC_FILE
 from trainables.results.record import FINISHED, SearchRecord
 from trainables.search.sampling import Observation, trial_observation
 from trainables.search.schedulers import new_policy
@@ -29,6 +40,15 @@ from trainables.search.schedulers.base import recorded_results
 from trainables.spec.schema import SearchSpec
 
 BEST_PER_FOLDER = 3  # an earlier search's best finished configurations tried first
+
+
+@dataclass
+class EarlierTrial:
+    """An earlier trial of the same problem as the new scheduler's rungs hold it."""
+
+    key: str  # unique among the new search's trials and the other earlier ones
+    results: list[tuple[float, Any]]  # (time in the scheduler's count, value), in order
+    ended: bool  # it ended on its own terms (its budget, patience): its last value is final
 
 
 @dataclass
@@ -40,6 +60,7 @@ class WarmStart:
     best: list[dict[str, Any]]  # its best finished configurations (the new space's paths), best first
     outside: int  # trials skipped: the new space does not contain their configuration
     untold: int  # trials skipped: failed, unfinished, or without a value at the new search's rungs
+    rung_entries: list[EarlierTrial]  # for the scheduler's rungs; empty unless the same problem
 
     @property
     def used(self) -> int:
@@ -52,7 +73,17 @@ class WarmStart:
     def entry(self) -> dict[str, Any]:
         """As the terminal, summary.json and the MLflow parent run state it."""
         return {"folder": str(self.folder), "used": self.used, "skipped": self.skipped,
-                "outside_space": self.outside, "tried_first": len(self.best)}
+                "outside_space": self.outside, "tried_first": len(self.best),
+                "rung_entries": len(self.rung_entries)}
+
+
+def same_problem(earlier: dict[str, Any], spec: SearchSpec) -> bool:
+    """Whether an earlier search's values (its spec.yaml, as run) were measured as this spec's
+    are: the same data, epochs and scheduler count, so the rungs may compare them."""
+    now = spec.model_dump(mode="json")
+    return (earlier.get("data") == now["data"]
+            and (earlier.get("training") or {}).get("epochs") == now["training"]["epochs"]
+            and (earlier.get("scheduler") or {}).get("time_attr") == now["scheduler"].get("time_attr"))
 
 
 def read_warm_starts(spec: SearchSpec) -> list[WarmStart]:
@@ -64,6 +95,11 @@ def read_warm_starts(spec: SearchSpec) -> list[WarmStart]:
     starts = []
     for folder in spec.searcher.warm_start:
         record = SearchRecord(Path(folder), objective)
+        comparable = same_problem(yaml.safe_load((Path(folder) / SPEC_FILE).read_text()) or {}, spec)
+        # Every trial with results, in the space or not: each measured the same problem.
+        entries = [EarlierTrial(f"earlier:{folder}:{trial.trial_id}", results, trial.status == FINISHED)
+                   for trial in sorted(record.trials.values(), key=lambda t: t.number)
+                   if (results := recorded_results(trial, policy.time_key, spec.metric))] if comparable else []
         inside = [t for t in record.trials.values()
                   if all(path in t.config and dist.contains(t.config[path]) for path, dist in spec.search.items())]
         observations = []
@@ -82,8 +118,13 @@ def read_warm_starts(spec: SearchSpec) -> list[WarmStart]:
                 tried.add(key)
                 best.append(config)
         starts.append(WarmStart(Path(folder), observations, best, outside=len(record.trials) - len(inside),
-                                untold=len(inside) - len(observations)))
+                                untold=len(inside) - len(observations), rung_entries=entries))
     return starts
+
+
+def rung_entries(starts: list[WarmStart]) -> list[EarlierTrial]:
+    """The earlier trials the new scheduler's rungs hold (``schedulers.build_scheduler``)."""
+    return [trial for start in starts for trial in start.rung_entries]
 
 
 def first_trials(starts: list[WarmStart]) -> list[dict[str, Any]]:

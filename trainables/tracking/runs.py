@@ -84,7 +84,7 @@ def _info(writer: RunWriter) -> dict[str, Any]:
     writer.flush()  # experiment_id is set by the writer thread
     return {"tracking_uri": writer.tracking_uri, "experiment_id": writer.experiment_id,
             "parent_run_id": writer.run_id(SEARCH_KEY), "pending_writes": writer.pending,
-            "model_versions": writer.model_versions}
+            "lost_writes": writer.lost, "model_versions": writer.model_versions}
 
 
 class SearchTracker:

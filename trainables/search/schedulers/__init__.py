@@ -8,6 +8,9 @@ a kind is a section class there and a policy module here, registered below.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from trainables.results.record import SearchRecord
 from trainables.search.schedulers.asha import RayAshaPolicy
 from trainables.search.schedulers.base import CONTINUE, PAUSE, STOP, PolicyScheduler, RungPolicy
@@ -17,6 +20,9 @@ from trainables.search.schedulers.pareto import ParetoPolicy
 from trainables.search.schedulers.promotion import PromotionPolicy
 from trainables.spec.schedulers import PARETO
 from trainables.spec.schema import SearchSpec
+
+if TYPE_CHECKING:  # warm_start.py imports this package
+    from trainables.search.warm_start import EarlierTrial
 
 POLICIES: dict[str, type] = {
     "promotion": PromotionPolicy,
@@ -37,9 +43,13 @@ def new_policy(spec: SearchSpec) -> RungPolicy:
     return POLICIES[kind](spec.scheduler, spec.objectives if kind == PARETO else spec.objective, spec.max_t)
 
 
-def build_scheduler(spec: SearchSpec, record: SearchRecord) -> PolicyScheduler:
-    """Tune's scheduler for the spec, its policy rebuilt from the record."""
-    return PolicyScheduler(new_policy(spec).restore(record, spec.objective))
+def build_scheduler(spec: SearchSpec, record: SearchRecord, earlier: Iterable["EarlierTrial"] = ()) -> PolicyScheduler:
+    """Tune's scheduler for the spec, its policy rebuilt from the record, after the trials of
+    earlier searches of the same problem that a warm start names (warm_start.py)."""
+    policy = new_policy(spec)
+    for trial in earlier:
+        policy.know(trial.key, trial.results, trial.ended)
+    return PolicyScheduler(policy.restore(record, spec.objective))
 
 
 def scheduler_rungs(spec: SearchSpec) -> list[float]:

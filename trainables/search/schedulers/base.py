@@ -62,6 +62,11 @@ class RungPolicy(Protocol):
     def trusted(self, k: int) -> bool:
         """Whether rung k's ranking is trusted (what the sampler may learn from)."""
 
+    def know(self, key: str, results: list[tuple[float, Any]], ended: bool) -> None:
+        """An earlier search's trial of the same problem (warm_start.EarlierTrial), told before
+        ``restore``: its ``results`` count at the rungs as any trial's; it is never paused, and
+        ``ended`` says it ended on its own terms."""
+
     def restore(self, record: SearchRecord, objective: Objective) -> "RungPolicy":
         """Rebuilt from the record before the first trial; returns itself."""
 
@@ -77,6 +82,12 @@ class NoPromotions:
 
     def restore(self, record: SearchRecord, objective: Objective) -> "NoPromotions":
         return replay_results(self, record, objective)
+
+    def know(self, key: str, results: list[tuple[float, Any]], ended: bool) -> None:
+        for t, value in results:  # as replay_results feeds a recorded trial
+            self.on_result(key, t, value)
+        if ended:
+            self.on_end(key)
 
     def candidates(self, new_trials_left: bool) -> list[str]:
         return []

@@ -139,6 +139,18 @@ class PromotionPolicy:
                 return None if math.isnan(correlation) else float(correlation)
         return None
 
+    def know(self, key: str, results: list[tuple[float, Any]], ended: bool) -> None:
+        """An earlier search's trial of the same problem (a warm start): its values enter the
+        rungs, and the trust check, as entries; it is never paused or promoted."""
+        for t, value in results:
+            signed = self._signed(value)
+            if signed is not None:
+                self._enter(key, t, signed)
+                if t >= self.max_t:
+                    self._finals[key] = signed
+        if ended:
+            self.on_end(key)
+
     # ----- restore -----
     def restore(self, record: SearchRecord, objective: Objective) -> "PromotionPolicy":
         """Rungs, promotions and pauses as the record has them (decisions are not re-made: the
