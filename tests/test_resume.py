@@ -126,16 +126,20 @@ def test_sigterm_to_the_launcher_alone_interrupts_like_ctrl_c(tmp_path: Path) ->
     wait_until(lambda: sum(len(r) for r in recorded_epochs(out).values()) >= 2, 240, "two epochs recorded",
                first, log)
 
+    before = {trial_id: len(epochs) for trial_id, epochs in recorded_epochs(out).items()}
     os.kill(first.pid, signal.SIGTERM)
     assert first.wait(timeout=30) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     text = log.read_text()
     assert "Interrupted (SIGTERM)" in text and "same command" in text and "Traceback" not in text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["state"] == "interrupted" and summary["interrupted_by"] == "SIGTERM"
-    cut = {t["trial_id"] for t in summary["trials"] if t["status"] == INTERRUPTED}
-    assert cut and all(t["epochs"] >= 1 for t in summary["trials"] if t["trial_id"] in cut)
+    cut = {t["trial_id"]: t["epochs"] for t in summary["trials"] if t["status"] == INTERRUPTED}
+    # Every epoch completed before the signal is kept. A trial the signal caught before its
+    # first epoch (the second slot starts later on a loaded machine) has none to keep.
+    assert cut and max(cut.values()) >= 1
+    assert all(epochs >= before.get(trial_id, 0) for trial_id, epochs in cut.items()), (before, cut)
     assert _parent_run(summary).info.status == "KILLED"
-    assert {r.data.tags[TRIAL_ID_TAG] for r in _child_runs(summary) if r.info.status == "KILLED"} == cut
+    assert {r.data.tags[TRIAL_ID_TAG] for r in _child_runs(summary) if r.info.status == "KILLED"} == set(cut)
 
 
 def test_sigterm_while_the_search_starts_interrupts_it_too(tmp_path: Path) -> None:
