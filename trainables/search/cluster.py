@@ -63,13 +63,17 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[st
         os.environ["RAY_AUTH_MODE"] = "token"
     # The dashboard listens on 127.0.0.1 only; token authentication (Ray's default) stays on.
     # On an existing cluster the workers were started by `ray start`, not by us: the job's
-    # runtime_env carries the settings to every trial and Train worker.
+    # runtime_env carries the settings to every trial and Train worker. An embedded cluster's
+    # workers inherit them from this process, and a job without a runtime_env gets the worker
+    # processes Ray starts with the cluster: the first trials then start about 2 s sooner
+    # (a runtime_env, even of env_vars alone, makes Ray start new workers for it).
     # "local" starts a new embedded cluster even when another search's cluster runs on this
     # machine (address=None would join it).
-    with _loopback_only(embedded=address is None), _sigterm_blocked_in_children(embedded=address is None):
+    embedded = address is None
+    with _loopback_only(embedded), _sigterm_blocked_in_children(embedded):
         context = ray.init(address=address or "local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
                            logging_level="WARNING", configure_logging=True,
-                           runtime_env={"env_vars": dict(RAY_ENV)})
+                           runtime_env=None if embedded else {"env_vars": dict(RAY_ENV)})
     return getattr(context, "dashboard_url", None) or None, True
 
 

@@ -9,7 +9,10 @@ mapped to MLflow run ids once MLflow has created them.
 
 Writes are applied by one writer thread (trainables/background.py), in submission order, so
 Tune's event loop never waits on MLflow: a SQLite ``log_batch`` takes 10-20 ms and was the
-largest share of the driver's time per result (bench/trial_overhead.py). MLflow's own
+largest share of the driver's time per result (bench/trial_overhead.py). The thread lets a
+second's logs gather and sends each run's as one ``log_batch`` (``merge_logs``): the cost is
+per call, and MLflow's writes were still a third of the driver's CPU (bench/RESULTS.md,
+"Where the driver's CPU goes"). MLflow's own
 ``synchronous=False`` covers ``log_batch`` only, not run creation, status or artifacts, and
 reports failures after the fact, which would reorder the journal. Every wait on the thread
 is bounded: a store that hangs is reported in one line and the search goes on. A journal
@@ -26,6 +29,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from trainables.background import BackgroundWriter
 from trainables.disk_space import DiskFault, append_whole, as_disk_full
@@ -41,7 +46,9 @@ from trainables.outputs import MLFLOW_ARTIFACTS_DIR, MLFLOW_JOURNAL_FILE, MLFLOW
 JOURNAL_FILE = MLFLOW_JOURNAL_FILE  # writes not yet accepted by the server, in order
 RETRY_SECONDS = 30.0
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
-MAX_BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
+# How long logs gather before they are sent: a second's delay in MLflow's UI, for a quarter
+# of the cost (trainables/background.py).
+LINGER_SECONDS = 1.0
 
 
 class RunWriter:
@@ -74,7 +81,8 @@ class RunWriter:
         self._offline = self._journal_length() > 0
         self.lost = 0  # writes neither applied nor journaled (the disk was full)
         self._told: set[str] = set()  # the one-line reports already made
-        self._thread = BackgroundWriter("mlflow-writer", self._write, self._failed)
+        self._thread = BackgroundWriter("mlflow-writer", self._write, self._failed, combine=merge_logs,
+                                        linger_s=LINGER_SECONDS)
         atexit.register(self.flush)  # a driver that ends without finish() still sends its writes (bounded)
 
     @property
@@ -184,14 +192,17 @@ class RunWriter:
                     print(f"MLflow at {self.tracking_uri} is unreachable ({_first_line(exc)}); "
                           f"the search goes on and keeps its tracking in {self._journal_path}; once the server "
                           f"is back, run: python launch.py sync {self.out_dir}", file=sys.stderr)
-        with self._journal_path.open("ab", buffering=0) as journal:  # a line whole or not at all
-            append_whole(journal, (json.dumps(op) + "\n").encode())
+        try:
+            with self._journal_path.open("ab", buffering=0) as journal:  # a line whole or not at all
+                append_whole(journal, (json.dumps(op) + "\n").encode())
+        except Exception:
+            self.lost += op.get("writes", 1)  # a merged log counts every write it holds
+            raise
         self._save_state()
 
     def _failed(self, exc: Exception) -> None:
         """A write that could be neither applied nor journaled: lost to MLflow (the record
         still holds what it said). A full disk ends the search; anything else is said once."""
-        self.lost += 1
         full = as_disk_full(exc, self.out_dir, f"MLflow's pending writes {JOURNAL_FILE}")
         if full is not None:
             self.disk.report(full)
@@ -207,6 +218,7 @@ class RunWriter:
 
     def _apply(self, op: dict[str, Any]) -> None:
         kind, key = op["op"], op["key"]
+        known = (self.experiment_id, len(self._runs), len(self._versions))
         if self.experiment_id is None:
             self.experiment_id = self._experiment_id()
         if kind == "create_run":
@@ -219,12 +231,12 @@ class RunWriter:
             self._runs[key] = run.info.run_id
         elif kind == "log":
             run_id = self._runs[key]
-            metrics = [Metric(name, value, op["time"], step) for name, value, step in op["metrics"]]
+            metrics = [Metric(name, value, stamp[0] if stamp else op["time"], step)
+                       for name, value, step, *stamp in op["metrics"]]
             params = [Param(k, v) for k, v in op["params"].items()]
             tags = [RunTag(k, v) for k, v in op["tags"].items()]
-            for start in range(0, max(len(params), 1), MAX_BATCH_PARAMS):
-                self.client.log_batch(run_id, metrics=metrics if start == 0 else [],
-                                      params=params[start:start + MAX_BATCH_PARAMS], tags=tags if start == 0 else [])
+            for part_metrics, part_params, part_tags in _within_batch_limits(metrics, params, tags):
+                self.client.log_batch(run_id, metrics=part_metrics, params=part_params, tags=part_tags)
         elif kind == "status":
             run_id = self._runs[key]
             if op["status"] == "RUNNING":
@@ -239,7 +251,8 @@ class RunWriter:
                 self.client.log_artifact(self._runs[key], str(path), artifact_path=op["artifact_path"])
         elif kind == "register":
             self._versions[op["name"]] = self._register(op["name"], self._runs[key], op["artifact_path"])
-        self._save_state()
+        if (self.experiment_id, len(self._runs), len(self._versions)) != known:
+            self._save_state()  # only what the next launch needs; a log changes none of it
 
     def _register(self, name: str, run_id: str, artifact_path: str) -> str:
         try:
@@ -296,6 +309,42 @@ def folder_writer(out_dir: Path) -> RunWriter | None:
         return None
     state = json.loads(state_path.read_text())
     return writer_for(state["tracking_uri"], out_dir, state["experiment"])
+
+
+def merge_logs(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The writes to apply for ``ops``, in order, with each run's logs between two other writes
+    folded into one (its metrics keep their own times; a later tag or param wins, as it would
+    applied in turn). Another kind of write (a run created, a status, artifacts) is applied
+    where it stood, after every log before it."""
+    merged: list[dict[str, Any]] = []
+    open_logs: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        if op["op"] != "log":
+            merged.extend(open_logs.values())
+            open_logs.clear()
+            merged.append(op)
+            continue
+        metrics = [(name, value, step, op["time"]) for name, value, step, *_ in op["metrics"]]
+        log = open_logs.get(op["key"])
+        if log is None:
+            open_logs[op["key"]] = {**op, "metrics": metrics, "writes": 1}
+        else:
+            log["metrics"] += metrics
+            log["params"] = {**log["params"], **op["params"]}
+            log["tags"] = {**log["tags"], **op["tags"]}
+            log["writes"] += 1
+    return merged + list(open_logs.values())
+
+
+def _within_batch_limits(metrics: list[Metric], params: list[Param],
+                         tags: list[RunTag]) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """One log's parts, each within what one ``log_batch`` takes."""
+    while metrics or params or tags:
+        part_params, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+        part_tags, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
+        room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(part_params) - len(part_tags))
+        part_metrics, metrics = metrics[:room], metrics[room:]
+        yield part_metrics, part_params, part_tags
 
 
 def _first_line(exc: BaseException) -> str:

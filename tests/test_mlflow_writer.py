@@ -1,0 +1,80 @@
+"""MLflow's writer folds the logs that gather within a second into one `log_batch` per run, on a
+real SQLite store: nothing is lost or reordered, MLflow's per-call limits hold, and a flush does
+not wait for the gathering to end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+from trainables.background import BackgroundWriter
+from trainables.tracking.journal import RunWriter, merge_logs
+
+
+def _log(key: str, at: int, metrics=(), params=None, tags=None) -> dict:
+    return {"op": "log", "key": key, "time": at, "metrics": list(metrics), "params": params or {}, "tags": tags or {}}
+
+
+def test_each_runs_logs_between_two_other_writes_become_one_in_order() -> None:
+    ops = [
+        {"op": "create_run", "key": "a", "name": "a", "tags": {}, "parent": None},
+        _log("a", 1, [("loss", 0.9, 1)], params={"lr": "0.1"}),
+        _log("b", 2, [("loss", 0.8, 1)]),
+        _log("a", 3, [("loss", 0.7, 2)], tags={"end": "x"}),
+        {"op": "status", "key": "a", "status": "FINISHED", "time": 4},
+        _log("a", 5, [("loss", 0.6, 3)], tags={"end": "y"}),
+        _log("a", 6, [], tags={"end": "z"}),
+    ]
+    merged = merge_logs(ops)
+    assert [(op["op"], op["key"]) for op in merged] == [
+        ("create_run", "a"), ("log", "a"), ("log", "b"), ("status", "a"), ("log", "a")]
+    first_a = merged[1]
+    assert first_a["metrics"] == [("loss", 0.9, 1, 1), ("loss", 0.7, 2, 3)]  # each keeps its own time
+    assert first_a["params"] == {"lr": "0.1"} and first_a["tags"] == {"end": "x"} and first_a["writes"] == 2
+    assert merged[4]["tags"] == {"end": "z"} and merged[4]["writes"] == 2  # the later tag wins, as in turn
+    assert merge_logs([]) == []
+
+
+def test_a_flush_ends_the_gathering_at_once() -> None:
+    applied: list[int] = []
+    writer = BackgroundWriter("lingering", applied.append, print, combine=lambda batch: batch, linger_s=30.0)
+    writer.submit(1)
+    writer.submit(2)
+    started = time.monotonic()
+    assert writer.flush() is True and time.monotonic() - started < 2 and applied == [1, 2]
+    writer.submit(3)
+    assert writer.flush() is True and applied == [1, 2, 3]
+
+
+def test_a_seconds_logs_reach_mlflow_whole_in_few_calls(tmp_path: Path) -> None:
+    writer = RunWriter(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, "merged")
+    writer.create_run("search", "search", {})
+    writer.create_run("t1", "t1", {}, parent="search")
+    assert writer.flush()
+    calls = []
+    send = writer.client.log_batch
+
+    def counted(*args, **kwargs):  # the real call, counted
+        calls.append(threading.current_thread().name)
+        return send(*args, **kwargs)
+
+    writer.client.log_batch = counted
+    # More metrics than one log_batch takes, sent within the gathering time.
+    reports, names = 120, [f"m{i}" for i in range(10)]
+    assert reports * len(names) > MAX_METRICS_PER_BATCH
+    for step in range(1, reports + 1):
+        writer.log("t1", metrics=[(name, float(step), step) for name in names])
+    writer.log("t1", params={"lr": 0.1}, tags={"note": "end"})
+    assert writer.flush()
+    assert 2 <= len(calls) <= 4, len(calls)  # 1,200 metrics: two calls, not 121
+
+    run = writer.client.get_run(writer.run_id("t1"))
+    assert run.data.params == {"lr": "0.1"} and run.data.tags["note"] == "end"
+    for name in names:
+        history = writer.client.get_metric_history(run.info.run_id, name)
+        assert sorted(m.step for m in history) == list(range(1, reports + 1))
+        assert all(m.value == m.step for m in history)
+    assert writer.lost == 0
