@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -25,18 +26,22 @@ from trainables.outputs import RECORD_FILE, REPORT_DIR
 from trainables.results.record import BY_SCHEDULER, FAILED, FINISHED, PAUSED, STOPPED, SearchRecord
 from trainables.results.record import TRIAL_SECONDS
 from trainables.results.report import (
+    CONFOUNDED_RHO,
     CSV_FILE,
     HTML_FILE,
     IMPORTANCES_FILE,
     MIN_BUDGET_TRIALS,
     MIN_IMPORTANCE_TRIALS,
+    budget_study,
     choice_at_budgets,
+    confounded_pairs,
     common_budget,
     equal_training_budgets,
     importance_budget,
     write_report,
 )
 from trainables.results.search_data import gather
+from trainables.spec.distributions import Choice
 from trainables.search.run import SearchOptions, launch_search
 from trainables.tracking.runs import TRIAL_ID_TAG
 
@@ -361,7 +366,36 @@ def test_importances_need_eight_trials_at_one_budget_and_the_report_says_why_not
     assert {r["hyperparameter"] for r in rows} == set(search.spec.search)
     assert {r["budget"] for r in rows} == {"60 s of training"}
     assert _is_png(report / "param_importances.png")
-    assert "No importances" not in (report / HTML_FILE).read_text()
+    page = (report / HTML_FILE).read_text()
+    assert "No importances" not in page
+    # _config spreads every continuous parameter by the same fraction: they rose and fell
+    # together, and the page says that fANOVA cannot tell them apart.
+    continuous = sorted(path for path, dist in search.spec.search.items() if not isinstance(dist, Choice))
+    pairs = confounded_pairs(budget_study(search, budget))
+    assert {(a, b) for a, b, _ in pairs} == {(a, b) for i, a in enumerate(continuous) for b in continuous[i + 1:]}
+    assert all(rho > 0.99 for *_, rho in pairs)
+    assert "Read with care: in these 8 trials, model.args.loss_weights.range and model.args.loss_weights.sam " \
+           "(rho +1.00)" in page
+
+
+def test_hyperparameters_sampled_together_are_named_and_independent_ones_are_not() -> None:
+    rng = np.random.default_rng(0)
+    lr_dist = optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)
+    unit = optuna.distributions.FloatDistribution(0.0, 1.0)
+    size = optuna.distributions.CategoricalDistribution(SIZES)
+    study = optuna.create_study()
+    for _ in range(40):
+        lr = float(10 ** rng.uniform(-5, -1))
+        chosen = SIZES[int(rng.integers(len(SIZES)))]
+        # weight decay falls as lr rises, with noise; dropout and size are drawn on their own.
+        decay = float(np.clip(0.5 - 0.1 * np.log10(lr) / 5 + rng.normal(0, 0.01), 0, 1))
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr, "decay": decay, "dropout": float(rng.uniform()), "size": chosen, "fixed": 0.5},
+            distributions={"lr": lr_dist, "decay": unit, "dropout": unit, "size": size, "fixed": unit},
+            value=float(rng.uniform())))
+    pairs = confounded_pairs(study)
+    assert [(a, b) for a, b, _ in pairs] == [("decay", "lr")] and pairs[0][2] < -CONFOUNDED_RHO
+    assert confounded_pairs(optuna.create_study()) == []
 
 
 def test_curves_mark_a_paused_trial_apart_from_one_stopped_early(tmp_path: Path) -> None:

@@ -33,6 +33,11 @@ MIN_BUDGET_TRIALS = 3  # trials that must have reached a budget for comparing th
 # handful of trials (issue 18: two trials gave "weight_decay 0.49, size 0.0") it ranks noise
 # as a finding. 8 is the fewest that gives each of a few hyperparameters more than one split.
 MIN_IMPORTANCE_TRIALS = 8
+# Two hyperparameters whose values rose and fell together over the compared trials (|Spearman's
+# rho| at least this: half their rank variance shared) cannot be told apart by fANOVA, which
+# may give either one's effect to the other. With few trials this happens by chance: the
+# flagship's 8 trials at its first rung had lr and weight_decay at rho -0.74.
+CONFOUNDED_RHO = 0.7
 # Where a search without rungs compares its choices: these fractions of its epoch budget.
 NO_RUNG_FRACTIONS = (0.25, 0.5, 1.0)
 
@@ -223,6 +228,13 @@ def write_report(out_dir: Path, echo: Callable[[str], None] = lambda line: None)
         importance_study = budget_study(search, importance_at)
         write_importances(importance_study, evaluator, importance_at, folder / IMPORTANCES_FILE)
         charts["param_importances"] = plots.param_importances(importance_study, evaluator, importance_at.label)
+        confounded = confounded_pairs(importance_study)
+        if confounded:
+            captions["param_importances"] = (
+                f"Read with care: in these {importance_at.trials} trials, "
+                + "; ".join(f"{a} and {b} (rho {rho:+.2f})" for a, b, rho in confounded)
+                + " rose and fell together, so fANOVA cannot tell their effects apart and may give either's "
+                  "to the other. More trials separate them.")
     else:
         write_importances(None, evaluator, None, folder / IMPORTANCES_FILE)
         charts["param_importances"] = None
@@ -270,6 +282,25 @@ def write_importances(study: optuna.Study | None, evaluator: Any, budget: Budget
         writer.writerow(["hyperparameter", "importance", "budget"])
         for name, value in importances.items():
             writer.writerow([name, value, budget.name])
+
+
+def confounded_pairs(study: optuna.Study) -> list[tuple[str, str, float]]:
+    """Pairs of hyperparameters whose values moved together over the study's trials: Spearman's
+    rho of at least CONFOUNDED_RHO in size, a choice ranked by its place in the space's list
+    (Optuna's internal value). Parameters some trial lacks, or that never changed, are left out."""
+    from scipy.stats import spearmanr
+
+    trials = study.trials
+    names = sorted(set.intersection(*(set(t.params) for t in trials))) if trials else []
+    columns = {name: [t.distributions[name].to_internal_repr(t.params[name]) for t in trials] for name in names}
+    names = [name for name in names if len(set(columns[name])) > 1]
+    pairs = []
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            rho = float(spearmanr(columns[first], columns[second]).statistic)
+            if abs(rho) >= CONFOUNDED_RHO:
+                pairs.append((first, second, rho))
+    return pairs
 
 
 def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:
