@@ -1,17 +1,21 @@
 """MLflow's writer folds the logs that gather within a second into one `log_batch` per run, on a
-real SQLite store: nothing is lost or reordered, MLflow's per-call limits hold, and a flush does
-not wait for the gathering to end."""
+real SQLite store: nothing is lost or reordered, MLflow's per-call limits hold, a flush does
+not wait for the gathering to end, and the next launch sends what a killed one never did."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
 from trainables.background import BackgroundWriter
+from trainables.objective import Objective
+from trainables.results.record import FINISHED, SearchRecord
 from trainables.tracking.journal import RunWriter, merge_logs
+from trainables.tracking.runs import END_TAG, SEARCH_KEY, TrialRuns
 
 
 def _log(key: str, at: int, metrics=(), params=None, tags=None) -> dict:
@@ -78,3 +82,39 @@ def test_a_seconds_logs_reach_mlflow_whole_in_few_calls(tmp_path: Path) -> None:
         assert sorted(m.step for m in history) == list(range(1, reports + 1))
         assert all(m.value == m.step for m in history)
     assert writer.lost == 0
+
+
+def test_a_continued_search_sends_what_mlflow_never_took_and_nothing_twice(tmp_path: Path) -> None:
+    """A launcher killed while its writes gathered: the record has epochs and an end that MLflow
+    never got. The next launch's runs catch up from the record, and what MLflow did get stays one row."""
+    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = SearchRecord(out, Objective("val_loss", "min")).open_for_writing()
+    for epoch in range(1, 5):
+        if epoch == 1:
+            record.add_trial("t1", {"lr": 0.1})
+        record.add_epoch("t1", epoch, {"val_loss": 1.0 / epoch, "epoch": epoch}, None)
+    record.end_trial("t1", FINISHED, "budget")
+    record.add_trial("t2", {"lr": 0.2})
+    record.add_epoch("t2", 1, {"val_loss": 0.9, "epoch": 1}, None)
+
+    # The first launch: MLflow took t1's run and its first two epochs, then the launcher died.
+    first = RunWriter(uri, out, "caught")
+    first.create_run(SEARCH_KEY, "search", {})
+    delivered = TrialRuns(SimpleNamespace(writer=first, out_dir=out), record)
+    delivered.on_trial(record.trials["t1"])
+    delivered.on_epoch(record.trials["t1"], 1)
+    delivered.on_epoch(record.trials["t1"], 2)
+    assert first.flush() and first.logged_step("t1") == 2 and not first.closed("t1")
+
+    # The next launch reads what MLflow took from the folder, and sends the rest.
+    second = RunWriter(uri, out, "caught")
+    assert second.logged_step("t1") == 2 and not second.has_run("t2")
+    TrialRuns(SimpleNamespace(writer=second, out_dir=out), record).catch_up()
+    assert second.flush()
+    client = second.client
+    t1, t2 = client.get_run(second.run_id("t1")), client.get_run(second.run_id("t2"))
+    assert sorted(m.step for m in client.get_metric_history(t1.info.run_id, "val_loss")) == [1, 2, 3, 4]
+    assert t1.info.status == "FINISHED" and t1.data.tags[END_TAG] == FINISHED and second.closed("t1")
+    assert [m.step for m in client.get_metric_history(t2.info.run_id, "val_loss")] == [1]
+    assert t2.info.status == "RUNNING" and t2.data.params == {"lr": "0.2"}
+    record.close("interrupted")

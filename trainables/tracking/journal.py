@@ -77,6 +77,10 @@ class RunWriter:
         self._runs: dict[str, str] = state.get("runs", {})
         self._keys: set[str] = set(state.get("keys", []))
         self._versions: dict[str, str] = state.get("model_versions", {})
+        # What MLflow has accepted, for the next launch to send what it has not (TrialRuns.catch_up):
+        # each run's highest metric step, and the runs it has closed (FINISHED or FAILED).
+        self._logged: dict[str, int] = state.get("logged_steps", {})
+        self._closed: set[str] = set(state.get("closed", []))
         self._last_attempt = 0.0
         self._offline = self._journal_length() > 0
         self.lost = 0  # writes neither applied nor journaled (the disk was full)
@@ -126,9 +130,20 @@ class RunWriter:
         self._keys.add(key)
         self._submit({"op": "create_run", "key": key, "name": name, "tags": tags, "parent": parent})
 
+    def logged_step(self, key: str) -> int:
+        """The highest metric step of the run that MLflow has accepted (0: none)."""
+        return self._logged.get(key, 0)
+
+    def closed(self, key: str) -> bool:
+        """Whether MLflow has accepted the run's end (FINISHED or FAILED)."""
+        return key in self._closed
+
     def log(self, key: str, metrics: list[tuple[str, float, int]] = (), params: dict[str, Any] | None = None,
-            tags: dict[str, str] | None = None) -> None:
-        self._submit({"op": "log", "key": key, "time": _now_ms(), "metrics": list(metrics),
+            tags: dict[str, str] | None = None, time_ms: int | None = None) -> None:
+        """``time_ms``: the metrics' timestamp (default now). A write sent again with the same
+        timestamp stays one row: MLflow keeps a metric (key, step, time, value) once."""
+        self._submit({"op": "log", "key": key, "time": _now_ms() if time_ms is None else time_ms,
+                      "metrics": list(metrics),
                       "params": {k: str(v)[:MAX_PARAM_LENGTH] for k, v in (params or {}).items()},
                       "tags": tags or {}})
 
@@ -218,7 +233,9 @@ class RunWriter:
 
     def _apply(self, op: dict[str, Any]) -> None:
         kind, key = op["op"], op["key"]
-        known = (self.experiment_id, len(self._runs), len(self._versions))
+        # Saved for the next launch only when what it reads changed: a run created, a step or
+        # an end accepted, a model registered (not at every tag or artifact).
+        changed = self.experiment_id is None or kind in ("create_run", "status", "register")
         if self.experiment_id is None:
             self.experiment_id = self._experiment_id()
         if kind == "create_run":
@@ -237,12 +254,19 @@ class RunWriter:
             tags = [RunTag(k, v) for k, v in op["tags"].items()]
             for part_metrics, part_params, part_tags in _within_batch_limits(metrics, params, tags):
                 self.client.log_batch(run_id, metrics=part_metrics, params=part_params, tags=part_tags)
+            if metrics:
+                self._logged[key] = max(self._logged.get(key, 0), *(m.step for m in metrics))
+                changed = True
         elif kind == "status":
             run_id = self._runs[key]
             if op["status"] == "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
             else:
                 self.client.set_terminated(run_id, status=op["status"], end_time=op["time"])
+            if op["status"] in ("FINISHED", "FAILED"):
+                self._closed.add(key)
+            else:
+                self._closed.discard(key)
         elif kind == "artifacts":
             path = Path(op["path"])
             if path.is_dir():
@@ -251,8 +275,8 @@ class RunWriter:
                 self.client.log_artifact(self._runs[key], str(path), artifact_path=op["artifact_path"])
         elif kind == "register":
             self._versions[op["name"]] = self._register(op["name"], self._runs[key], op["artifact_path"])
-        if (self.experiment_id, len(self._runs), len(self._versions)) != known:
-            self._save_state()  # only what the next launch needs; a log changes none of it
+        if changed:
+            self._save_state()
 
     def _register(self, name: str, run_id: str, artifact_path: str) -> str:
         try:
@@ -278,6 +302,7 @@ class RunWriter:
         and the next save that finds space writes the whole state."""
         state = {"tracking_uri": self.tracking_uri, "experiment": self.experiment,
                  "experiment_id": self.experiment_id, "runs": self._runs, "keys": sorted(self._keys),
+                 "logged_steps": self._logged, "closed": sorted(self._closed),
                  "model_versions": self._versions}
         tmp = self._state_path.with_suffix(".tmp")
         try:

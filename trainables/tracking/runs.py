@@ -122,7 +122,10 @@ class SearchTracker:
                 self.writer.log(trial_id, tags={PARETO_TAG: "true"})
 
     def trial_runs(self, record: SearchRecord) -> "TrialRuns":
-        return TrialRuns(self, record)
+        """The trials' runs, caught up with the record first (a continued search)."""
+        runs = TrialRuns(self, record)
+        runs.catch_up()
+        return runs
 
     def finish(self, best: dict[str, Any] | None, best_dir: Path | None, failed: bool = False,
                registered_model: str | None = None, test: dict[str, float] | None = None) -> None:
@@ -181,12 +184,30 @@ class TrialRuns(RecordListener):
                                {TRIAL_ID_TAG: trial.trial_id, MLFLOW_RUN_NAME: trial.trial_id}, parent=SEARCH_KEY)
         self.writer.log(trial.trial_id, params=dict(trial.config))
 
+    def catch_up(self) -> None:
+        """Send what the record holds and MLflow never accepted: the writes of a launcher killed
+        while they gathered or waited (trainables/tracking/journal.py). Each trial's run, its
+        epochs past the last step MLflow took, and its end. An epoch carries the record's time,
+        so one MLflow did take, sent again, stays one row. Figures are not sent again."""
+        for trial in self.record.trials.values():
+            if not self.writer.has_run(trial.trial_id):
+                self.on_trial(trial)
+            logged = self.writer.logged_step(trial.trial_id)
+            for epoch in sorted(e for e in trial.epochs if e > logged):
+                self._log_epoch(trial, epoch)
+            if trial.ended and not self.writer.closed(trial.trial_id):
+                self.on_end(trial)
+
     def on_epoch(self, trial: TrialRecord, epoch: int) -> None:
-        metrics = [(k, float(v), epoch) for k, v in trial.epochs[epoch].items() if is_number(v) and k != "time"]
-        self.writer.log(trial.trial_id, metrics=metrics)
+        self._log_epoch(trial, epoch)
         checkpoint = trial.checkpoints.get(epoch)
         if checkpoint:
             self._log_figures(trial.trial_id, self.out_dir / checkpoint, epoch)
+
+    def _log_epoch(self, trial: TrialRecord, epoch: int) -> None:
+        row = trial.epochs[epoch]
+        metrics = [(k, float(v), epoch) for k, v in row.items() if is_number(v) and k != "time"]
+        self.writer.log(trial.trial_id, metrics=metrics, time_ms=int(row["time"] * 1000))
 
     def on_failure(self, trial: TrialRecord, error: str) -> None:
         self.writer.log(trial.trial_id, tags={RETRIES_TAG: str(len(trial.failures)),
