@@ -145,6 +145,8 @@ def test_sigterm_to_the_launcher_alone_interrupts_like_ctrl_c(tmp_path: Path) ->
     assert all(epochs >= before.get(trial_id, 0) for trial_id, epochs in cut.items()), (before, cut)
     assert _parent_run(summary).info.status == "KILLED"
     assert {r.data.tags[TRIAL_ID_TAG] for r in _child_runs(summary) if r.info.status == "KILLED"} == set(cut)
+    # The embedded cluster went with it (its processes, SIGTERM blocked, are killed at once).
+    wait_until(lambda: not group_members(first.pid), 30, "the search's Ray processes gone")
 
 
 def test_sigterm_while_the_search_starts_interrupts_it_too(tmp_path: Path) -> None:
