@@ -4,6 +4,7 @@ not wait for the gathering to end, and the next launch sends what a killed one n
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
 from trainables.background import BackgroundWriter
 from trainables.objective import Objective
+from trainables.outputs import MLFLOW_RUNS_FILE
 from trainables.results.record import FINISHED, SearchRecord
 from trainables.tracking.journal import RunWriter, merge_logs
 from trainables.tracking.runs import END_TAG, SEARCH_KEY, TrialRuns
@@ -117,4 +119,27 @@ def test_a_continued_search_sends_what_mlflow_never_took_and_nothing_twice(tmp_p
     assert t1.info.status == "FINISHED" and t1.data.tags[END_TAG] == FINISHED and second.closed("t1")
     assert [m.step for m in client.get_metric_history(t2.info.run_id, "val_loss")] == [1]
     assert t2.info.status == "RUNNING" and t2.data.params == {"lr": "0.2"}
+    record.close("interrupted")
+
+
+def test_a_folder_that_does_not_say_what_mlflow_took_is_not_sent_again(tmp_path: Path) -> None:
+    """A folder of an older version: its run-id file has no accepted steps, and its metrics were
+    stamped with the time of sending, so sending them again would make each epoch two rows."""
+    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = SearchRecord(out, Objective("val_loss", "min")).open_for_writing()
+    record.add_trial("t1", {"lr": 0.1})
+    record.add_epoch("t1", 1, {"val_loss": 0.5, "epoch": 1}, None)
+    first = RunWriter(uri, out, "older")
+    first.create_run(SEARCH_KEY, "search", {})
+    TrialRuns(SimpleNamespace(writer=first, out_dir=out), record).on_trial(record.trials["t1"])
+    assert first.flush()
+    state = json.loads((out / MLFLOW_RUNS_FILE).read_text())
+    del state["logged_steps"]
+    (out / MLFLOW_RUNS_FILE).write_text(json.dumps(state))
+
+    second = RunWriter(uri, out, "older")
+    assert not second.knows_accepted
+    TrialRuns(SimpleNamespace(writer=second, out_dir=out), record).catch_up()
+    assert second.flush()
+    assert second.client.get_metric_history(second.run_id("t1"), "val_loss") == []
     record.close("interrupted")

@@ -81,6 +81,8 @@ class RunWriter:
         # each run's highest metric step, and the runs it has closed (FINISHED or FAILED).
         self._logged: dict[str, int] = state.get("logged_steps", {})
         self._closed: set[str] = set(state.get("closed", []))
+        # A folder written before these were kept cannot say what MLflow took: nothing is sent again.
+        self.knows_accepted = not state or "logged_steps" in state
         self._last_attempt = 0.0
         self._offline = self._journal_length() > 0
         self.lost = 0  # writes neither applied nor journaled (the disk was full)

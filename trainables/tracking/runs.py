@@ -189,6 +189,8 @@ class TrialRuns(RecordListener):
         while they gathered or waited (trainables/tracking/journal.py). Each trial's run, its
         epochs past the last step MLflow took, and its end. An epoch carries the record's time,
         so one MLflow did take, sent again, stays one row. Figures are not sent again."""
+        if not self.writer.knows_accepted:
+            return
         for trial in self.record.trials.values():
             if not self.writer.has_run(trial.trial_id):
                 self.on_trial(trial)
