@@ -117,14 +117,17 @@ class BackgroundWriter(Generic[T]):
         try:
             return self._combine(batch)
         except Exception as exc:  # noqa: BLE001 - then each write on its own
-            self._on_error(exc)
+            self._report(exc)
             return batch
 
     def _apply_one(self, item: T) -> None:
         try:
             self._apply(item)
         except Exception as exc:  # noqa: BLE001 - every failure goes to on_error; the thread goes on
-            try:
-                self._on_error(exc)
-            except Exception:  # noqa: BLE001 - a failing report must not kill the writer either
-                pass
+            self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        try:
+            self._on_error(exc)
+        except Exception:  # noqa: BLE001 - a failing report must not kill the writer either
+            pass

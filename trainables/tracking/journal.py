@@ -29,7 +29,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from trainables.background import BackgroundWriter
 from trainables.disk_space import DiskFault, append_whole, as_disk_full
@@ -254,8 +252,8 @@ class RunWriter:
                        for name, value, step, *stamp in op["metrics"]]
             params = [Param(k, v) for k, v in op["params"].items()]
             tags = [RunTag(k, v) for k, v in op["tags"].items()]
-            for part_metrics, part_params, part_tags in _within_batch_limits(metrics, params, tags):
-                self.client.log_batch(run_id, metrics=part_metrics, params=part_params, tags=part_tags)
+            # MlflowClient.log_batch splits what exceeds MLflow's per-call limits itself.
+            self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
             if metrics:
                 self._logged[key] = max(self._logged.get(key, 0), *(m.step for m in metrics))
                 changed = True
@@ -361,17 +359,6 @@ def merge_logs(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
             log["tags"] = {**log["tags"], **op["tags"]}
             log["writes"] += 1
     return merged + list(open_logs.values())
-
-
-def _within_batch_limits(metrics: list[Metric], params: list[Param],
-                         tags: list[RunTag]) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
-    """One log's parts, each within what one ``log_batch`` takes."""
-    while metrics or params or tags:
-        part_params, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
-        part_tags, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
-        room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(part_params) - len(part_tags))
-        part_metrics, metrics = metrics[:room], metrics[room:]
-        yield part_metrics, part_params, part_tags
 
 
 def _first_line(exc: BaseException) -> str:
