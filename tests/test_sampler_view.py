@@ -13,9 +13,12 @@ import pytest
 
 from tests.specs import tiny_mae_spec, write_spec
 from trainables.results.record import FINISHED, STOPPED, TRIAL_SECONDS, SearchRecord
+from trainables.search.costs import UNMEASURED_MARGIN
 from trainables.search.sampling import new_sampler, sample, sampler_view, view_fidelity
 from trainables.search.schedulers import PAUSE, STOP, build_scheduler
 from trainables.spec.loading import load_spec
+from trainables.spec.resources import GIB
+from trainables.spec.schema import ResourceOverride
 
 LR, WD, SIZE = "training.lr", "training.weight_decay", "model.args.size"
 
@@ -140,10 +143,54 @@ def test_a_sample_too_slow_for_the_time_left_runs_in_the_costliest_size_that_fit
     sampled = {LR: 2e-3, WD: 0.05, SIZE: "base"}
     searcher.seconds_left = lambda: 1000.0
     assert searcher._fitting(sampled, 1) == sampled
-    searcher.seconds_left = lambda: small_s + 5
+    searcher.seconds_left = lambda: UNMEASURED_MARGIN * small_s + 5  # small is estimated, with its margin
+    assert searcher._fitting(sampled, 1) == {**sampled, SIZE: "small"}
+    searcher.seconds_left = lambda: small_s + 5  # enough for the bare estimate, not for its margin
+    assert searcher._fitting(sampled, 1) == {**sampled, SIZE: "tiny"}
+    searcher.seconds_left = lambda: UNMEASURED_MARGIN * small_s + 5
     assert searcher._fitting(sampled, 1) == {**sampled, SIZE: "small"}
     searcher.seconds_left = lambda: 15.0
     assert searcher._fitting(sampled, 1) == {**sampled, SIZE: "tiny"}
     searcher.seconds_left = lambda: 5.0
     assert searcher._fitting(sampled, 1) is None
     assert searcher._new_config(len(record.trials)) is None and searcher._no_new
+
+
+def test_a_sample_that_cannot_be_placed_beside_the_running_trials_runs_in_the_costliest_size_that_can(
+        tmp_path: Path) -> None:
+    """The flagship search issued `large` (6 GiB) beside a running `huge` (10 GiB): Ray could
+    not place it for 270 s, one of the two cores stood idle, and it ended at the time limit
+    with 0 epochs. In a cluster that cannot grow, a sample runs in the costliest size that can
+    be placed beside the running trials; when none can, as drawn (it waits for room)."""
+    searcher, record, policy = _searcher(tmp_path)
+    searcher.spec.search[SIZE].values.append("base")
+    searcher.spec.resources.per_value.update(base=ResourceOverride(memory_gb=6), small=ResourceOverride(memory_gb=3))
+    searcher.fixed_cluster = {"CPU": 2.0, "memory": 10 * GIB}
+    searcher.seconds_left = lambda: 1000.0
+    for trial_id, size, epoch_s in (("t0", "tiny", 10.0), ("t1", "base", 300.0), ("t2", "small", 40.0)):
+        record.add_trial(trial_id, {LR: 1e-3, WD: 0.0, SIZE: size})
+        record.add_epoch(trial_id, 1, {"val_mse": 1.0, "epoch": 1, TRIAL_SECONDS: epoch_s}, None)
+    record.end_trial("t0", FINISHED, "budget")
+    record.end_trial("t2", FINISHED, "budget")
+    sampled = {LR: 2e-3, WD: 0.05, SIZE: "base"}
+
+    # base runs (6 GiB): another base does not fit in the 4 GiB left, small (3 GiB) does.
+    assert searcher._fitting(sampled, 1) == {**sampled, SIZE: "small"}
+    # The time left fits tiny alone: tiny, which also fits beside it.
+    searcher.seconds_left = lambda: 20.0
+    assert searcher._fitting(sampled, 1) == {**sampled, SIZE: "tiny"}
+    searcher.seconds_left = lambda: 1000.0
+    # Both cores taken: nothing can be placed now, so the sample waits for room as drawn.
+    record.add_trial("t3", {LR: 1e-3, WD: 0.0, SIZE: "tiny"})
+    assert searcher._fitting(sampled, 1) == sampled
+    # The running trials end: base is placed.
+    record.end_trial("t1", STOPPED, "scheduler")
+    record.end_trial("t3", STOPPED, "scheduler")
+    assert searcher._fitting(sampled, 1) == sampled
+    # A cluster that may grow (an existing one, with an autoscaler) is not judged.
+    record.add_trial("t4", {LR: 1e-3, WD: 0.0, SIZE: "base"})
+    assert searcher._fitting(sampled, 1) == {**sampled, SIZE: "small"}
+    searcher.fixed_cluster = None
+    assert searcher._fitting(sampled, 1) == sampled
+    searcher.projection.flush()
+    record.close("interrupted")

@@ -150,7 +150,9 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
         record.open_for_writing()
         warm_starts = read_warm_starts(spec)
         scheduler = build_scheduler(spec, record, rung_entries(warm_starts))
-        searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left, disk, warm_starts)
+        # An embedded cluster keeps the size it started with: place new trials where they fit.
+        searcher = StudySearcher(spec, out_dir, record, scheduler.policy, stop.seconds_left, disk, warm_starts,
+                                 fixed_cluster=cluster if started_here else None, gpus=gpus)
         warm_start = [start.entry() for start in searcher.warm_starts]
         if warm_start:
             echo(warm_start_banner(warm_start))

@@ -58,6 +58,7 @@ from trainables.search.sampling import (
 from trainables.search.schedulers.base import RungPolicy, recorded_results
 from trainables.search.warm_start import WarmStart, first_trials
 from trainables.spec.distributions import Grid, optuna_scalar
+from trainables.spec.resources import room_beside
 from trainables.spec.schema import SearchSpec
 
 
@@ -106,11 +107,13 @@ class StudySearcher(_DriverOnly, Searcher):
     """Tune's searcher. When a slot is free it issues, in this order: an unfinished trial of
     the record (a continued search), a paused trial the scheduler promotes, a new
     configuration. Nothing is issued that cannot reach its next rung before the time limit
-    (its cost measured from the record, trainables/search/costs.py)."""
+    (its cost measured from the record, trainables/search/costs.py), and in a cluster that cannot
+    grow, nothing that cannot be placed beside the running trials while something else can."""
 
     def __init__(self, spec: SearchSpec, out_dir: Path, record: SearchRecord, policy: RungPolicy,
                  seconds_left: Callable[[], float | None] = lambda: None, disk: DiskFault | None = None,
-                 warm_starts: Sequence[WarmStart] = ()) -> None:
+                 warm_starts: Sequence[WarmStart] = (), fixed_cluster: dict[str, float] | None = None,
+                 gpus: bool = False) -> None:
         objective = spec.objective
         super().__init__(metric=objective.metric, mode=objective.mode)
         self.spec = spec
@@ -121,6 +124,11 @@ class StudySearcher(_DriverOnly, Searcher):
         self.policy = policy
         self.seconds_left = seconds_left
         self.costs = TrialCosts(spec, record)
+        # The resources of a cluster that cannot grow (the embedded one): a new trial is placed
+        # beside the running ones only where it fits. None: a trial that does not fit waits (an
+        # autoscaler may add the node it needs).
+        self.fixed_cluster = fixed_cluster
+        self.gpus = gpus
         self.study = open_study(spec, out_dir)
         self.study.sampler = optuna.samplers.RandomSampler()  # every value is enqueued: it samples nothing
         self.projection = StudyProjection(self.study, record, spec.objectives, self.disk, self._study_url)
@@ -181,11 +189,13 @@ class StudySearcher(_DriverOnly, Searcher):
     def _promotion(self) -> str | None:
         """The first promotion candidate that can reach its next rung in the time left."""
         new_left = len(self.record.trials) < self._total and not self._no_new
+        placeable = self._placeable()
         for trial_id in self.policy.candidates(new_trials_left=new_left):
             trial = self.record.trials[trial_id]
             done = max(m[self.policy.time_key] for m in trial.epochs.values() if self.policy.time_key in m)
             target = min([r for r in self.policy.rungs() if r > done] or [self.policy.max_t])
-            if self._fits(trial.config, done, target):
+            # One that cannot be placed now stays a candidate: the slot goes to what can run now.
+            if self._fits(trial.config, done, target) and placeable(trial.config):
                 return trial_id
         return None
 
@@ -221,20 +231,39 @@ class StudySearcher(_DriverOnly, Searcher):
         return fitted
 
     def _fitting(self, config: dict[str, Any], first: float) -> dict[str, Any] | None:
-        """``config`` if it can reach its first rung in the time left; else, where the cost
-        depends on a group (the MAE's size), ``config`` in the costliest group that can (the
-        sampler's other choices kept, the record holding what ran); else None. Ending the search
-        instead wasted its last minutes: the sampler, having seen one size finish, kept drawing
-        sizes too slow for the time left."""
-        if self._fits(config, 0, first):
+        """``config`` if it can reach its first rung in the time left and be placed now; else,
+        where the cost depends on a group (the MAE's size), ``config`` in the costliest group
+        that can both (the sampler's other choices kept, the record holding what ran); else
+        ``config`` if it can reach the rung once placed (it waits for room), or the costliest
+        group that can; else None.
+
+        Ending the search instead wasted its last minutes: the sampler, having seen one size
+        finish, kept drawing sizes too slow for the time left. And a `large` trial issued beside
+        a running `huge` one waited 270 s for memory to be placed, holding a slot while a core
+        stood idle, and ended at the time limit with 0 epochs."""
+        placeable = self._placeable()
+        in_time = self._fits(config, 0, first)
+        if in_time and placeable(config):
             return config
         path = self.costs.group_path
         dist = self.spec.search.get(path) if path else None
         if dist is None:
-            return None
+            return config if in_time else None
         costs = {v: self.costs.epoch_seconds({**config, path: v}) for v in dist.values}
         fitting = [v for v, c in costs.items() if c is not None and self._fits({**config, path: v}, 0, first)]
+        room = [v for v in fitting if placeable({**config, path: v})]
+        if room:
+            return {**config, path: max(room, key=costs.get)}
+        if in_time:
+            return config
         return {**config, path: max(fitting, key=costs.get)} if fitting else None
+
+    def _placeable(self) -> Callable[[dict[str, Any]], bool]:
+        """Whether a config can be placed now beside the record's running trials."""
+        if self.fixed_cluster is None:
+            return lambda config: True
+        running = [t.config for t in self.record.trials.values() if t.status == RUNNING]
+        return room_beside(self.spec, self.fixed_cluster, self.gpus, running)
 
     def _fits(self, config: dict[str, Any], done: float, target: float) -> bool:
         left = self.seconds_left()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from trainables.spec.schema import SearchSpec, SpecError
 
@@ -87,6 +87,23 @@ def possible_resources(spec: SearchSpec, gpus: bool) -> list[TrialResources]:
     if res.depends_on:
         values = list(spec.search[res.depends_on].values)  # type: ignore[union-attr]
     return sorted({trial_resources(spec, {res.depends_on: v}, gpus) for v in values}, key=repr)
+
+
+def room_beside(spec: SearchSpec, cluster: dict[str, float], gpus: bool,
+                running: Iterable[dict[str, Any]]) -> Callable[[dict[str, Any]], bool]:
+    """Whether a trial of a config can be placed now beside the ``running`` trials' configs
+    (placed or still pending), in a cluster of fixed size ``cluster``. Summed over the
+    cluster, not per node: on one machine (the embedded cluster) that is exact."""
+    free = dict(cluster)
+    for config in running:
+        for name, amount in trial_resources(spec, config, gpus).total.items():
+            free[name] = free.get(name, 0.0) - amount
+
+    def fits(config: dict[str, Any]) -> bool:
+        request = trial_resources(spec, config, gpus).total
+        return all(free.get(name, 0.0) >= amount - 1e-9 for name, amount in request.items() if amount > 0)
+
+    return fits
 
 
 def placement_for(spec: SearchSpec, gpus: bool) -> Callable[[dict[str, Any]], Any]:
