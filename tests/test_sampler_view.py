@@ -23,7 +23,7 @@ from trainables.spec.schema import ResourceOverride
 LR, WD, SIZE = "training.lr", "training.weight_decay", "model.args.size"
 
 
-def _searcher(tmp_path: Path, objectives: int = 1):
+def _searcher(tmp_path: Path, objectives: int = 1, sizes: tuple[str, ...] = ("tiny", "small"), startup: int = 2):
     from trainables.search.searcher import StudySearcher
 
     raw = tiny_mae_spec("kept")
@@ -31,8 +31,8 @@ def _searcher(tmp_path: Path, objectives: int = 1):
         raw["objectives"] = [{"metric": "val_mse", "mode": "min"}, {"metric": "cost_params", "mode": "min"}]
     raw["search"] = {LR: {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
                      WD: {"type": "uniform", "low": 0.0, "high": 0.1},
-                     SIZE: {"type": "choice", "values": ["tiny", "small"]}}
-    raw["searcher"] = {"type": "optuna", "seed": 3, "startup_trials": 2}
+                     SIZE: {"type": "choice", "values": list(sizes)}}
+    raw["searcher"] = {"type": "optuna", "seed": 3, "startup_trials": startup}
     raw["training"]["epochs"] = 4
     # Rungs at epochs 1 and 2 (max_t 4); a rung's trust is checked once 3 trials allow it.
     raw["scheduler"] = {"type": "promotion" if objectives == 1 else "pareto", "grace_period": 1,
@@ -192,5 +192,33 @@ def test_a_sample_that_cannot_be_placed_beside_the_running_trials_runs_in_the_co
     assert searcher._fitting(sampled, 1) == {**sampled, SIZE: "small"}
     searcher.fixed_cluster = None
     assert searcher._fitting(sampled, 1) == sampled
+    searcher.projection.flush()
+    record.close("interrupted")
+
+
+def test_the_start_up_design_runs_each_size_once_though_one_cannot_be_placed_when_drawn(tmp_path: Path) -> None:
+    """The start-up design's size that cannot be placed beside the running trials trades places
+    with a later size of the design that can, so every size still runs once (in the flagship
+    search `large`, drawn beside `huge`, was replaced by a size already run and never ran)."""
+    from trainables.search.sampling import startup_point
+
+    searcher, record, policy = _searcher(tmp_path, sizes=("tiny", "small", "base"), startup=3)
+    design = [startup_point(searcher.spec.search, searcher.spec.searcher.seed, i)[SIZE] for i in range(3)]
+    assert sorted(design) == ["base", "small", "tiny"]
+    searcher.spec.resources.per_value.clear()
+    searcher.spec.resources.per_value.update({design[0]: ResourceOverride(memory_gb=6),
+                                              design[1]: ResourceOverride(memory_gb=6)})
+    searcher.fixed_cluster = {"CPU": 2.0, "memory": 10 * GIB}
+    searcher.seconds_left = lambda: 1000.0
+
+    first = searcher._new_config(0)
+    assert first[SIZE] == design[0]
+    record.add_trial("t0", first)  # running: design[1] does not fit beside it, design[2] does
+    second = searcher._new_config(1)
+    assert second[SIZE] == design[2]
+    record.add_trial("t1", second)
+    record.end_trial("t0", STOPPED, "scheduler")
+    third = searcher._new_config(2)
+    assert third[SIZE] == design[1]  # the size passed over runs once it fits
     searcher.projection.flush()
     record.close("interrupted")

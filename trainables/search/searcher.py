@@ -218,17 +218,44 @@ class StudySearcher(_DriverOnly, Searcher):
             startup = searcher.type == "optuna" and issued < queued + searcher.startup_trials
             if startup:
                 fixed = {**startup_point(self.spec.search, searcher.seed, issued - queued), **fixed}
+                fixed = self._startup_in_room(fixed, queued, issued)
             # TPE counts the earlier searches' trials as start-up trials (Optuna counts every trial
             # told): a warm-started search draws its own start-up trials at random explicitly.
             kind = "random" if startup and self.warm_starts else searcher.type
             params = sample(self._view(), self._space,
                             new_sampler(kind, searcher.seed, issued, searcher.startup_trials), fixed)
             config = {path: self.spec.search[path].from_optuna(value) for path, value in params.items()}
-        first = (self.policy.rungs() or [1 if self.policy.time_key == "epoch" else 0])[0]
-        fitted = self._fitting(config, first)
+        fitted = self._fitting(config, self._first_rung())
         if fitted is None:
             self._no_new = True  # not even the cheapest group would reach its first rung: issue no more
         return fitted
+
+    def _startup_in_room(self, fixed: dict[str, Any], queued: int, issued: int) -> dict[str, Any]:
+        """The start-up design runs each size once (``startup_point``). Its size for this trial,
+        when it cannot be placed now or reach its first rung, trades places with the first size
+        of the design not run yet that can: in the flagship search `large`, drawn while `huge`
+        held the memory it needed, was replaced by a size already run and never ran at all."""
+        path = self.costs.group_path
+        if path not in fixed or isinstance(self.spec.search[path], Grid):  # a grid's value is not the design's
+            return fixed
+        number = issued - queued
+        count = self.spec.searcher.startup_trials
+        design = [startup_point(self.spec.search, self.spec.searcher.seed, i)[path] for i in range(count)]
+        ran = [optuna_scalar(t.config.get(path)) for t in list(self.record.trials.values())[queued:issued]]
+        left = list(design)
+        for value in ran:
+            if value in left:
+                left.remove(value)
+        placeable = self._placeable()
+        first = self._first_rung()
+        for value in [fixed[path], *design[number:], *design[:number]]:
+            config = {path: self.spec.search[path].from_optuna(value)}
+            if value in left and self._fits(config, 0, first) and placeable(config):
+                return {**fixed, path: value}
+        return fixed
+
+    def _first_rung(self) -> float:
+        return (self.policy.rungs() or [1 if self.policy.time_key == "epoch" else 0])[0]
 
     def _fitting(self, config: dict[str, Any], first: float) -> dict[str, Any] | None:
         """``config`` if it can reach its first rung in the time left and be placed now; else,
