@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.specs import tiny_mae_spec
-from trainables.spec.resources import DDP_TRIAL_BUNDLE, placement_for, plan_concurrency, trial_resources
+from trainables.spec.resources import DDP_TRIAL_BUNDLE, placement_for, plan_concurrency, room_beside, trial_resources
 from trainables.spec.schema import SpecError
 from trainables.spec.loading import validate_spec
 
@@ -89,3 +89,19 @@ def test_a_model_needing_most_of_the_memory_reserves_it_and_small_trials_still_r
     with pytest.raises(SpecError, match="a worker needs 1 CPU and 0 GPU and 40 GiB of memory, but the largest "
                                         "node has 2 CPU and 0 GPU and 16 GiB of memory"):
         plan_concurrency(_memory_spec(40), laptop, [laptop], existing=False, grows_to=None)
+
+
+def test_room_beside_the_running_trials_counts_their_whole_requests() -> None:
+    """What the searcher asks before issuing a trial into a cluster that cannot grow: a DDP
+    trial counts all its workers' GPUs (not its token bundle), and a trial still pending counts."""
+    spec = _spec()
+    nothing_runs = room_beside(spec, CLUSTER, True, [])
+    assert nothing_runs({SIZE: "large"}) and nothing_runs({SIZE: "tiny"})
+    beside_large_and_tiny = room_beside(spec, CLUSTER, True, [{SIZE: "large"}, {SIZE: "tiny"}])
+    assert not beside_large_and_tiny({SIZE: "large"})  # 0.5 CPU and 1.5 GPUs left: not 2 workers' 1 and 2
+    assert beside_large_and_tiny({SIZE: "small"})
+    beside_two_large = room_beside(spec, CLUSTER, True, [{SIZE: "large"}, {SIZE: "large"}])
+    assert not beside_two_large({SIZE: "tiny"})
+    without_gpus = room_beside(spec, CLUSTER, False, [{SIZE: "large"}, {SIZE: "tiny"}, {SIZE: "small"}])
+    assert without_gpus({SIZE: "large"})  # one CPU worker of 0.5 each: 0.5 CPU left
+    assert not room_beside(spec, CLUSTER, False, [{SIZE: "tiny"}] * 4)({SIZE: "tiny"})
