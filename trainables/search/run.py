@@ -96,7 +96,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
 
     from trainables.outputs import SPEC_FILE, TUNE_DIR, study_storage_url
     from trainables.results.record import SearchRecord
-    from trainables.search.cluster import autoscaler_max_resources, connect
+    from trainables.search.cluster import autoscaler_max_resources, connect, disconnect
     from trainables.search.console import progress_reporter, ray_banner, warm_start_banner
     from trainables.search.metrics import SearchMetrics
     from trainables.search.recording import RecordKeeper
@@ -226,8 +226,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     finally:
         signals.close()
         record.close_quietly()
-        if started_here:
-            ray.shutdown()
+        disconnect(started_here)
 
 
 class SearchStop(Stopper):
