@@ -187,7 +187,8 @@ class StudySearcher(_DriverOnly, Searcher):
 
     # ----- promotions -----
     def _promotion(self) -> str | None:
-        """The first promotion candidate that can reach its next rung in the time left."""
+        """The first promotion candidate that can reach its next rung in the time left and be
+        placed now."""
         new_left = len(self.record.trials) < self._total and not self._no_new
         placeable = self._placeable()
         for trial_id in self.policy.candidates(new_trials_left=new_left):
