@@ -35,9 +35,9 @@ class TrialCosts:
     def group(self, config: dict[str, Any]) -> Any:
         return config.get(self.group_path) if self.group_path else None
 
-    def epoch_seconds(self, config: dict[str, Any]) -> float | None:
+    def epoch_seconds(self, config: dict[str, Any], measured: dict[Any, float] | None = None) -> float | None:
         """Seconds an epoch of this configuration takes (training and validation)."""
-        measured = self._measured()
+        measured = self._measured() if measured is None else measured
         group = self.group(config)
         if group in measured:
             return measured[group]
@@ -54,12 +54,13 @@ class TrialCosts:
     def seconds_to(self, config: dict[str, Any], done: float, target: float, time_key: str) -> float | None:
         """Wall seconds a trial of ``config`` that has counted ``done`` needs to count
         ``target`` (reports come once an epoch), start included; None when unknown."""
-        epoch = self.epoch_seconds(config)
+        measured = self._measured()  # a walk over the record's trials: once per estimate
+        epoch = self.epoch_seconds(config, measured)
         if epoch is None:
             return None
         needed = target - done if time_key == "epoch" else (target - done) / max(epoch, 1e-9)
         seconds = self.start_seconds() + max(1, math.ceil(needed - 1e-9)) * epoch
-        return seconds if self.group(config) in self._measured() else seconds * UNMEASURED_MARGIN
+        return seconds if self.group(config) in measured else seconds * UNMEASURED_MARGIN
 
     def _measured(self) -> dict[Any, float]:
         totals: dict[Any, list[float]] = {}
