@@ -207,6 +207,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 disk.report(full)
         from trainables.search.ending import end_search
 
+        searcher.projection.flush()  # the study's last ends, before the summary says the search ended (bounded)
         try:
             summary = end_search(spec, record, tracker, trial_runs, stop.interrupted or bool(disk),
                                  time.monotonic() - started, echo, stop.signal_name, warm_start)

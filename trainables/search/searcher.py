@@ -12,8 +12,8 @@ epoch by the first), a stopped one PRUNED without values.
 
 Configurations are sampled on a view of the record (trainables/search/sampling.py: TPE for
 ``optuna``, random for ``random``; grid points, from ``searcher.type: grid``, ``grid`` entries
-or an experiment matrix, are given in order and the other values sampled) and then written to
-the study. Unfinished trials of the record are issued again first, under their own ids and
+or an experiment matrix, are given in order and the other values sampled); the study is
+written behind, on a thread of its own, and never read to sample. Unfinished trials of the record are issued again first, under their own ids and
 configurations; paused trials are issued again when the scheduler promotes them. A
 warm-started search (warm_start.py) also tells the view the earlier searches' trials, and its
 first new configurations are their best.
@@ -129,12 +129,11 @@ class StudySearcher(_DriverOnly, Searcher):
         # autoscaler may add the node it needs).
         self.fixed_cluster = fixed_cluster
         self.gpus = gpus
-        self.study = open_study(spec, out_dir)
-        self.study.sampler = optuna.samplers.RandomSampler()  # every value is enqueued: it samples nothing
-        self.projection = StudyProjection(self.study, record, spec.objectives, self.disk, self._study_url)
+        self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
+        self.projection = StudyProjection(open_study(spec, out_dir), record, spec.objectives, self._space,
+                                          self.disk, self._study_url)
         self._points = grid_points(spec)
         self._total = total_trials(spec)
-        self._space = {path: dist.to_optuna() for path, dist in spec.search.items()}
         self.warm_starts = list(warm_starts)  # read_warm_starts(spec), read once per launch
         self._warm_observations = [seen for start in self.warm_starts for seen in start.observations]
         self._kept_view = KeptView(self._space, [o.optuna_direction for o in spec.objectives])
@@ -173,10 +172,8 @@ class StudySearcher(_DriverOnly, Searcher):
         config = self._new_config(issued)
         if config is None:
             return None
-        self.projection.flush()  # the persisted study numbers trials in the record's order
-        self.study.enqueue_trial({p: optuna_scalar(config[p]) for p in self._space}, skip_if_exists=False)
-        asked = self.study.ask(self._space)
-        self.record.add_trial(trial_id, config, study_number=asked.number)
+        # The study's trial is created behind (StudyProjection.on_trial), under the number given here.
+        self.record.add_trial(trial_id, config, study_number=self.projection.next_number())
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
@@ -320,13 +317,21 @@ class StudySearcher(_DriverOnly, Searcher):
 
 class StudyProjection(RecordListener):
     """Writes the record's events into the Optuna study, in order, on a thread of its own
-    (a SQLite write costs milliseconds that Tune's event loop need not wait for)."""
+    (a SQLite write costs milliseconds that Tune's event loop need not wait for).
+
+    A new trial's number in the study is given on the driver (``next_number``) and recorded
+    with the trial; the writer then creates the study's trial, RUNNING with its values, under
+    that number, since the study numbers its trials in the order they are created and only
+    this writer creates them (the output folder's lock keeps a second launch out). A launch
+    killed between the two leaves the record ahead of the study: the next launch creates the
+    missing trials first (``_reconcile``)."""
 
     def __init__(self, study: optuna.Study, record: SearchRecord, objectives: Sequence[Objective],
-                 disk: DiskFault, url: str) -> None:
+                 space: dict[str, optuna.distributions.BaseDistribution], disk: DiskFault, url: str) -> None:
         self.study = study
         self.objective = record.objective
         self.objectives = list(objectives)
+        self.space = space
         # Optuna refuses intermediate values in a multi-objective study (NotImplementedError).
         self.intermediate = len(self.objectives) == 1
         self.disk = disk
@@ -334,6 +339,8 @@ class StudyProjection(RecordListener):
         self.where = f"the Optuna study {url}"
         self._told_failure = False
         self._numbers = {t.trial_id: t.study_number for t in record.trials.values()}
+        stored = study._storage.get_n_trials(study._study_id)
+        self._next = max([stored, *(n + 1 for n in self._numbers.values() if n is not None)])
         # The open trials' optuna.Trial handles, used on the writer thread only. Building one
         # reads the trial back from the database (two queries), which cost about a tenth of the
         # driver's CPU in a 150-trial profile when done at every report; a handle keeps its
@@ -342,12 +349,19 @@ class StudyProjection(RecordListener):
         self._writer = BackgroundWriter("optuna-writer", self._apply, self._failed)
         self._submit(self._reconcile, list(record.trials.values()))
 
+    def next_number(self) -> int:
+        """The study number of the next new trial (the driver's thread)."""
+        number, self._next = self._next, self._next + 1
+        return number
+
     def flush(self) -> bool:
         """Wait (bounded) until the study holds every event so far; False if its writer is stuck."""
         return self._writer.flush()
 
     def on_trial(self, trial: TrialRecord) -> None:
-        self._numbers[trial.trial_id] = trial.study_number
+        if trial.trial_id not in self._numbers:  # new; a trial issued again is in the study already
+            self._numbers[trial.trial_id] = trial.study_number
+            self._submit(self._create, trial.trial_id, dict(trial.config))
 
     def on_epoch(self, trial: TrialRecord, epoch: int) -> None:
         value = trial.value_at(epoch, self.objective.metric)
@@ -385,6 +399,13 @@ class StudyProjection(RecordListener):
             self._handles[trial_id] = optuna.trial.Trial(self.study, storage_id)
         return self._handles[trial_id]
 
+    def _create(self, trial_id: str, config: dict[str, Any]) -> None:
+        params = {path: optuna_scalar(config[path]) for path in self.space}
+        # One insert, where enqueue_trial + ask cost three times the CPU (a write per value).
+        self.study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, params=params, distributions=self.space,
+            user_attrs={"trial_id": trial_id}))  # the id of its folder, its MLflow run and the record
+
     def _report(self, trial_id: str, values: dict[int, float]) -> None:
         trial = self._trial(trial_id)
         for epoch, value in values.items():
@@ -396,15 +417,20 @@ class StudyProjection(RecordListener):
         self.study.tell(self._numbers[trial_id], best if state == optuna.trial.TrialState.COMPLETE else None, state)
 
     def _reconcile(self, trials: list[TrialRecord]) -> None:
-        """Bring a study left behind by a killed launch up to the record: values and ends it
-        missed are told now; a trial asked but never recorded (killed in between) fails."""
+        """Bring a study left behind by a killed launch up to the record: trials it never got
+        are created (in number order, so each gets its recorded number), values and ends it
+        missed are told now. A trial in the study and not in the record (asked, then killed,
+        by launches before the record numbered trials itself) fails."""
         stored = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         known = {t.study_number for t in trials}
-        for trial in trials:
-            frozen = stored.get(trial.study_number)
-            if frozen is None or frozen.state.is_finished():
+        for trial in sorted(trials, key=lambda t: t.study_number if t.study_number is not None else -1):
+            if trial.study_number is not None and trial.study_number not in stored:
+                self._create(trial.trial_id, dict(trial.config))
+            elif trial.study_number is None or stored[trial.study_number].state.is_finished():
                 continue
-            missing = {e: v for e in trial.epochs if e not in frozen.intermediate_values
+            frozen = stored.get(trial.study_number)
+            intermediate = frozen.intermediate_values if frozen is not None else {}
+            missing = {e: v for e in trial.epochs if e not in intermediate
                        and (v := trial.value_at(e, self.objective.metric)) is not None}
             if missing and self.intermediate:
                 self._report(trial.trial_id, missing)
