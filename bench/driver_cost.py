@@ -11,7 +11,7 @@ trial around trial k is the CPU spent between the starts of trials k - w/2 and k
 1,000th trial at most 1.5x its cost at the 100th.
 
     python -m bench.driver_cost               # 1,000 trials each (about 10 minutes a variant on 2 CPUs)
-    python -m bench.driver_cost --quick       # 40 trials: checks it runs
+    python -m bench.driver_cost --quick       # 20 trials: checks it runs
     python -m bench.driver_cost --sampler     # no Ray: the searcher's ms per sample at 100 and 1,000 trials
 """
 
@@ -28,7 +28,7 @@ from bench.trial_overhead import Workload, service_spec
 
 TARGET = 1.5
 FULL = Workload(trials=1000, reports=10, work_s=0.1)
-QUICK = Workload(trials=40, reports=3, work_s=0.05)
+QUICK = Workload(trials=20, reports=3, work_s=0.05)
 SPACE = {
     "model.args.score": {"type": "uniform", "low": 0.0, "high": 1.0},
     "training.lr": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-1},
@@ -155,7 +155,7 @@ def sampler_cost(sizes: tuple[int, ...] = (100, 1000), samples: int = 5) -> Tabl
 
 def main(quick: bool = False, work: Workload | None = None) -> Table:
     work = work or (QUICK if quick else FULL)
-    early, late, window = (10, work.trials, 10) if quick else (100, work.trials, 100)
+    early, late, window = (5, work.trials, 6) if quick else (100, work.trials, 100)
     clocks = {"service: whole search (launch_search, TPE, no early stopping)": DriverClock(),
               "bare Ray Tune, reuse_actors=True, OptunaSearch (TPE)": DriverClock()}
     walls = {}

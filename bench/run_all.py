@@ -11,9 +11,10 @@ import argparse
 import importlib
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
-from bench.common import machine
+from bench.common import machine, ray_cluster
 
 BENCHMARKS = ("loop_throughput", "data_throughput", "tracking_overhead", "trial_start", "trial_overhead",
               "trial_marginal",
@@ -28,12 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sections = [f"Machine: {machine()}\n", f"Command: python -m bench.run_all {' '.join(sys.argv[1:])}\n"]
     print("".join(sections), flush=True)
-    for name in args.only:
-        started = time.perf_counter()
-        table = importlib.import_module(f"bench.{name}").main(quick=args.quick)
-        table.notes.append(f"ran in {time.perf_counter() - started:.0f} s")
-        sections.append(table.render())
-        print(table.render(), flush=True)
+    # --quick only checks that each benchmark runs: one Ray cluster serves them all (each would
+    # start its own, 5-10 s a time). A full run keeps a fresh cluster per benchmark, as measured.
+    with ray_cluster(num_cpus=2) if args.quick else nullcontext():
+        for name in args.only:
+            started = time.perf_counter()
+            table = importlib.import_module(f"bench.{name}").main(quick=args.quick)
+            table.notes.append(f"ran in {time.perf_counter() - started:.0f} s")
+            sections.append(table.render())
+            print(table.render(), flush=True)
     if args.out:
         args.out.write_text("\n".join(sections))
     return 0

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.processes import group_members, launch, launch_command, run_to_end, wait_until
 from tests.specs import read_record, recorded_epochs, tiny_mae_spec, write_spec
+from trainables.outputs import study_storage_url
 from trainables.results.record import INTERRUPTED, PAUSED
 from trainables.tracking.runs import END_TAG, TRIAL_ID_TAG
 
@@ -231,6 +232,12 @@ def test_continued_search_makes_the_stop_decisions_of_an_uninterrupted_one(tmp_p
     _assert_every_epoch_once(out, summary)
     runs = _child_runs(summary)
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == trials
+
+    # The study is told every end before the launch exits, those end_search makes too (a trial
+    # still paused at the end is PRUNED): none is left RUNNING by its daemon writer.
+    for folder in (tmp_path / "straight", out):
+        stored = optuna.load_study(study_name="decide", storage=study_storage_url(None, folder))
+        assert len(stored.trials) == trials and all(t.state.is_finished() for t in stored.trials), folder
 
     expected = _decisions(tmp_path / "straight")
     assert any(status == "stopped early" for _, status, _, _ in expected)  # ASHA had decisions to make

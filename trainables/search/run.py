@@ -207,7 +207,6 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
                 disk.report(full)
         from trainables.search.ending import end_search
 
-        searcher.projection.flush()  # the study's last ends, before the summary says the search ended (bounded)
         try:
             summary = end_search(spec, record, tracker, trial_runs, stop.interrupted or bool(disk),
                                  time.monotonic() - started, echo, stop.signal_name, warm_start)
@@ -216,6 +215,9 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
             if full is None:
                 raise
             disk.report(full)
+        # The study's writer is a daemon thread, and end_search ends the paused and time-limited
+        # trials: wait (bounded) until the study holds those ends before the process may exit.
+        searcher.projection.flush()
         if disk.error is not None:
             raise disk.error
         return summary

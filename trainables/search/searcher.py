@@ -339,7 +339,7 @@ class StudyProjection(RecordListener):
         self.where = f"the Optuna study {url}"
         self._told_failure = False
         self._numbers = {t.trial_id: t.study_number for t in record.trials.values()}
-        stored = study._storage.get_n_trials(study._study_id)
+        stored = len(study.get_trials(deepcopy=False))  # once a launch: trials a killed launch left
         self._next = max([stored, *(n + 1 for n in self._numbers.values() if n is not None)])
         # The open trials' optuna.Trial handles, used on the writer thread only. Building one
         # reads the trial back from the database (two queries), which cost about a tenth of the
