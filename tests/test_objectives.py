@@ -75,6 +75,26 @@ def test_the_loop_reports_every_cost_each_epoch_and_a_models_own(tmp_path: Path,
     assert 0 < used[0] < used[1] < used[2]  # accumulated over the trial
 
 
+def test_each_epochs_validation_figures_are_its_weights_alone(tmp_path: Path) -> None:
+    """The loop keeps its running means from epoch to epoch (making new ones costs more than a
+    short epoch); the last epoch's reported figures are still those of its own weights alone,
+    not a mean over the epochs before."""
+    import torch
+
+    from data import build_splits
+    from trainables.trial.checkpoints import latest_checkpoint, load_model
+    from trainables.trial.loop import evaluate, train_loop
+
+    spec, _ = load_spec(str(write_spec(tmp_path, tiny_mae_spec())))
+    session = LocalSession()
+    train_loop(spec, session, tmp_path / "trial")
+    reported = [r["val_mse"] for r in session.reports]
+    assert len(reported) == 3 and len(set(reported)) == 3  # the weights moved, so the figures did
+    loader = torch.utils.data.DataLoader(build_splits(spec.data).val, batch_size=spec.training.batch_size)
+    final = evaluate(load_model(latest_checkpoint(tmp_path / "trial")), loader, torch.device("cpu"))
+    assert final["mse"] == pytest.approx(reported[-1], rel=1e-4)
+
+
 def test_parameters_are_counted_on_the_model(tmp_path: Path) -> None:
     from trainables.trial.loop import train_loop
 
