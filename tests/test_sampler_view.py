@@ -222,3 +222,34 @@ def test_the_start_up_design_runs_each_size_once_though_one_cannot_be_placed_whe
     assert third[SIZE] == design[1]  # the size passed over runs once it fits
     searcher.projection.flush()
     record.close("interrupted")
+
+
+def test_a_design_size_that_cannot_be_placed_by_the_end_of_the_start_up_runs_once_it_can(tmp_path: Path) -> None:
+    """The last start-up size, blocked beside a running trial with none left to trade with,
+    stays owed: the start-up trial and the next are drawn without it (never forced onto a size
+    the design already ran), and the first new trial after the blocker ends runs it (in the
+    flagship search `large` was blocked beside `huge` to the end of the start-up and never ran)."""
+    from trainables.search.sampling import startup_point
+
+    searcher, record, policy = _searcher(tmp_path, sizes=("tiny", "small", "base"), startup=3)
+    design = [startup_point(searcher.spec.search, searcher.spec.searcher.seed, i)[SIZE] for i in range(3)]
+    searcher.spec.resources.per_value.clear()
+    searcher.spec.resources.per_value.update({design[0]: ResourceOverride(memory_gb=6),
+                                              design[2]: ResourceOverride(memory_gb=6)})
+    searcher.fixed_cluster = {"CPU": 3.0, "memory": 10 * GIB}
+    searcher.seconds_left = lambda: 1000.0
+
+    for i in range(2):
+        config = searcher._new_config(i)
+        assert config[SIZE] == design[i]
+        record.add_trial(f"t{i}", config)  # both running: design[2] does not fit beside design[0]
+        record.add_epoch(f"t{i}", 1, {"val_mse": 1.0, "epoch": 1, TRIAL_SECONDS: 1.0}, None)  # costs measured
+    for i in (2, 3):  # the last start-up trial, then the first after it
+        config = searcher._new_config(i)
+        assert config[SIZE] == design[1]  # the only size that fits beside design[0] (the sampler's draw fitted)
+        record.add_trial(f"t{i}", config)
+        record.end_trial(f"t{i}", STOPPED, "scheduler")
+    record.end_trial("t0", STOPPED, "scheduler")
+    assert searcher._new_config(4)[SIZE] == design[2]  # owed past the start-up, it runs once it fits
+    searcher.projection.flush()
+    record.close("interrupted")

@@ -216,7 +216,8 @@ class StudySearcher(_DriverOnly, Searcher):
             startup = searcher.type == "optuna" and issued < queued + searcher.startup_trials
             if startup:
                 fixed = {**startup_point(self.spec.search, searcher.seed, issued - queued), **fixed}
-                fixed = self._startup_in_room(fixed, queued, issued)
+            if searcher.type == "optuna":
+                fixed = self._design_in_room(fixed, queued, issued, startup)
             # TPE counts the earlier searches' trials as start-up trials (Optuna counts every trial
             # told): a warm-started search draws its own start-up trials at random explicitly.
             kind = "random" if startup and self.warm_starts else searcher.type
@@ -228,29 +229,35 @@ class StudySearcher(_DriverOnly, Searcher):
             self._no_new = True  # not even the cheapest group would reach its first rung: issue no more
         return fitted
 
-    def _startup_in_room(self, fixed: dict[str, Any], queued: int, issued: int) -> dict[str, Any]:
-        """The start-up design runs each size once (``startup_point``). Its size for this trial,
-        when it cannot be placed now or reach its first rung, trades places with the first size
-        of the design not run yet that can: in the flagship search `large`, drawn while `huge`
-        held the memory it needed, was replaced by a size already run and never ran at all."""
+    def _design_in_room(self, fixed: dict[str, Any], queued: int, issued: int, startup: bool) -> dict[str, Any]:
+        """The start-up design runs each size once (``startup_point``). A design size that
+        cannot be placed now or reach its first rung is owed: this trial takes the first owed
+        size that can (a start-up trial its own first), and later trials, start-up or not, take
+        it as soon as it can run. With none that can, the size is left to the sampler (a size
+        the design already ran is not forced again). In the flagship search `large`, drawn
+        while `huge` held the memory it needed, was replaced by a size already run, and once
+        the start-up trials were used up it never ran at all."""
         path = self.costs.group_path
-        if path not in fixed or isinstance(self.spec.search[path], Grid):  # a grid's value is not the design's
-            return fixed
+        if path is None or path not in self.spec.search or isinstance(self.spec.search[path], Grid):
+            return fixed  # no size that decides the cost, or a grid's (the grid's value is not the design's)
         number = issued - queued
         count = self.spec.searcher.startup_trials
         design = [startup_point(self.spec.search, self.spec.searcher.seed, i)[path] for i in range(count)]
-        ran = [optuna_scalar(t.config.get(path)) for t in list(self.record.trials.values())[queued:issued]]
-        left = list(design)
-        for value in ran:
-            if value in left:
-                left.remove(value)
+        owed = list(design)
+        for trial in list(self.record.trials.values())[queued:issued]:
+            value = optuna_scalar(trial.config.get(path))
+            if value in owed:
+                owed.remove(value)
+        if not owed:
+            return fixed
         placeable = self._placeable()
         first = self._first_rung()
-        for value in [fixed[path], *design[number:], *design[:number]]:
+        order = [fixed[path], *design[number:], *design[:number]] if startup else design
+        for value in order:
             config = {path: self.spec.search[path].from_optuna(value)}
-            if value in left and self._fits(config, 0, first) and placeable(config):
+            if value in owed and self._fits(config, 0, first) and placeable(config):
                 return {**fixed, path: value}
-        return fixed
+        return {k: v for k, v in fixed.items() if k != path or v in owed}
 
     def _first_rung(self) -> float:
         return (self.policy.rungs() or [1 if self.policy.time_key == "epoch" else 0])[0]
@@ -339,15 +346,16 @@ class StudyProjection(RecordListener):
         self.where = f"the Optuna study {url}"
         self._told_failure = False
         self._numbers = {t.trial_id: t.study_number for t in record.trials.values()}
-        stored = len(study.get_trials(deepcopy=False))  # once a launch: trials a killed launch left
-        self._next = max([stored, *(n + 1 for n in self._numbers.values() if n is not None)])
+        # Read once a launch, for the numbering and for _reconcile: trials a killed launch left.
+        stored = {t.number: t for t in study.get_trials(deepcopy=False)}
+        self._next = max([len(stored), *(n + 1 for n in self._numbers.values() if n is not None)])
         # The open trials' optuna.Trial handles, used on the writer thread only. Building one
         # reads the trial back from the database (two queries), which cost about a tenth of the
         # driver's CPU in a 150-trial profile when done at every report; a handle keeps its
         # own copy of the intermediate values it reported, so reusing it changes nothing told.
         self._handles: dict[str, optuna.trial.Trial] = {}
         self._writer = BackgroundWriter("optuna-writer", self._apply, self._failed)
-        self._submit(self._reconcile, list(record.trials.values()))
+        self._submit(self._reconcile, list(record.trials.values()), stored)
 
     def next_number(self) -> int:
         """The study number of the next new trial (the driver's thread)."""
@@ -416,12 +424,12 @@ class StudyProjection(RecordListener):
         state = optuna_state(status, best)
         self.study.tell(self._numbers[trial_id], best if state == optuna.trial.TrialState.COMPLETE else None, state)
 
-    def _reconcile(self, trials: list[TrialRecord]) -> None:
+    def _reconcile(self, trials: list[TrialRecord], stored: dict[int, optuna.trial.FrozenTrial]) -> None:
         """Bring a study left behind by a killed launch up to the record: trials it never got
         are created (in number order, so each gets its recorded number), values and ends it
         missed are told now. A trial in the study and not in the record (asked, then killed,
-        by launches before the record numbered trials itself) fails."""
-        stored = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        by launches before the record numbered trials itself) fails. ``stored``: the study's
+        trials by number as the launch found them (nothing writes the study before this)."""
         known = {t.study_number for t in trials}
         for trial in sorted(trials, key=lambda t: t.study_number if t.study_number is not None else -1):
             if trial.study_number is not None and trial.study_number not in stored:
