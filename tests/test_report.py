@@ -305,6 +305,19 @@ def test_each_choice_is_compared_at_each_rung_by_its_value_when_it_first_reached
     assert choice_at_budgets(search_max, "model.args.size").best[tiny] == [0.8, 0.5, None]
 
 
+def test_a_trial_that_finished_its_epochs_before_max_t_counts_at_the_end(tmp_path: Path) -> None:
+    """The flagship's best trial (tiny, its 320 epochs in 217 of max_t's 360 s) was on no
+    budget of the choice chart, whose legend said no tiny trial reached the end. A finished
+    trial counts at the end with its last value; one stopped early before max_t does not."""
+    trials = [*SIZE_TRIALS, ("tiny", [(50, 0.9), (70, 0.6), (200, 0.45), (300, 0.35)], FINISHED, None)]
+    search = gather(_write_search(tmp_path, _seconds_spec("min"), trials))
+    assert [b.trials for b in equal_training_budgets(search)] == [4, 3, 2]
+    table = choice_at_budgets(search, "model.args.size")
+    assert table.points[0] == [[("trial_00", 0.8), ("trial_01", 0.7), ("trial_04", 0.6)],
+                               [("trial_00", 0.5), ("trial_04", 0.45)], [("trial_04", 0.35)]]
+    assert table.best[0] == [0.6, 0.45, 0.35]
+
+
 def test_the_choice_chart_draws_the_table_and_names_values_that_reached_no_rung(tmp_path: Path) -> None:
     from trainables.results import plots
 

@@ -19,6 +19,7 @@ import optuna
 
 from trainables.outputs import BEST_DIR, FIGURES_DIR, REPORT_DIR
 from trainables.results import plots
+from trainables.results.record import FINISHED
 from trainables.results.report_html import CHOICE_PREFIX, render_html
 from trainables.results.search_data import SearchData, gather
 from trainables.spec.distributions import Choice, Grid, optuna_scalar
@@ -53,6 +54,10 @@ class Budget:
     # The next budget: a trial whose first row at or past ``at`` lies at or past ``until`` (one
     # long epoch passed this budget and the next) was never measured here, and has no value.
     until: float = math.inf
+    # The end of training (max_t): a trial that finished its whole epoch budget before counting
+    # ``at`` (tiny in the flagship search: 320 epochs in 217 of max_t's 360 s) ended its
+    # training too, and counts here with its last value.
+    end: bool = False
 
     @property
     def name(self) -> str:
@@ -62,10 +67,13 @@ class Budget:
     def label(self) -> str:
         return f"at {self.name} ({self.trials} trials reached it)"
 
-    def value(self, rows: list[dict[str, Any]], metric: str) -> float | None:
+    def value(self, rows: list[dict[str, Any]], metric: str, finished: bool = False) -> float | None:
         """A trial's value at the budget as the scheduler saw it: at its first epoch that
-        reached it, if that epoch came before the next budget (rung_at decides the same)."""
+        reached it, if that epoch came before the next budget (rung_at decides the same). At
+        the end, a ``finished`` trial's last value, wherever it ended."""
         row = next((row for row in rows if row[self.key] >= self.at), None)
+        if row is None and self.end and finished and rows:
+            row = rows[-1]
         return row[metric] if row is not None and row[self.key] < self.until else None
 
 
@@ -145,8 +153,10 @@ def equal_training_budgets(search: SearchData) -> list[Budget]:
     positions = sorted(set(positions))
     budgets = []
     for at, until in zip(positions, [*positions[1:], math.inf]):
-        reached = sum(Budget(key, at, 0, until).value(t.rows, search.metric) is not None for t in search.trials)
-        budgets.append(Budget(key, at, reached, until))
+        end = until == math.inf
+        reached = sum(Budget(key, at, 0, until, end).value(t.rows, search.metric, t.status == FINISHED) is not None
+                      for t in search.trials)
+        budgets.append(Budget(key, at, reached, until, end))
     return budgets
 
 
@@ -169,7 +179,7 @@ def choice_at_budgets(search: SearchData, param: str, budgets: list[Budget] | No
         index = keys.index(optuna_scalar(trial.config[param]))
         sampled[index] += 1
         for at, budget in enumerate(budgets):
-            value = budget.value(trial.rows, search.metric)
+            value = budget.value(trial.rows, search.metric, trial.status == FINISHED)
             if value is not None:
                 points[index][at].append((trial.trial_id, float(value)))
     best = [[None if not here else objective.best(here, key=lambda p: p[1])[1] for here in row] for row in points]
@@ -212,7 +222,8 @@ def write_report(out_dir: Path, echo: Callable[[str], None] = lambda line: None)
     captions: dict[str, str] = {}
     budgets = equal_training_budgets(search)
     unit = _unit(budgets[0].key) if budgets else ""
-    where = ("each rung of the scheduler and its end (max_t)" if search.rungs
+    where = ("each rung of the scheduler and its end (max_t, or all the epochs of a trial that finished sooner)"
+             if search.rungs
              else "a quarter, half and all of the epoch budget")
     for param in choice_params(search):
         name = f"{CHOICE_PREFIX}{param}"
