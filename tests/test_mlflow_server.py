@@ -15,9 +15,10 @@ from mlflow.tracking import MlflowClient
 from tests.processes import MlflowServer, launch_py, run_to_end
 from tests.specs import recorded_epochs, tiny_mae_spec, write_spec
 from trainables import load_spec
+from trainables.outputs import MLFLOW_RUNS_FILE
 from trainables.search.run import SearchOptions, launch_search
 from trainables.tracking.journal import JOURNAL_FILE
-from trainables.tracking.runs import TRIAL_ID_TAG
+from trainables.tracking.runs import SEARCH_KEY, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -84,9 +85,15 @@ def test_server_goes_down_mid_search(ray_cluster, server: MlflowServer, tmp_path
     out = tmp_path / "out"
     server.start()
 
+    def parent_made() -> bool:
+        runs = out / MLFLOW_RUNS_FILE
+        return runs.exists() and SEARCH_KEY in json.loads(runs.read_text())["runs"]  # written by rename
+
     def stop_after_first_result() -> None:
+        # The parent run is made in the background: under load (two test workers on 2 cores)
+        # the first epoch came before it, and the outage hit the search's start instead.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(recorded_epochs(out).values()):
+        while time.monotonic() < deadline and not (any(recorded_epochs(out).values()) and parent_made()):
             time.sleep(0.2)
         server.stop()
 
