@@ -54,10 +54,6 @@ class Budget:
     # The next budget: a trial whose first row at or past ``at`` lies at or past ``until`` (one
     # long epoch passed this budget and the next) was never measured here, and has no value.
     until: float = math.inf
-    # The end of training (max_t): a trial that finished its whole epoch budget before counting
-    # ``at`` (tiny in the flagship search: 320 epochs in 217 of max_t's 360 s) ended its
-    # training too, and counts here with its last value.
-    end: bool = False
 
     @property
     def name(self) -> str:
@@ -69,10 +65,12 @@ class Budget:
 
     def value(self, rows: list[dict[str, Any]], metric: str, finished: bool = False) -> float | None:
         """A trial's value at the budget as the scheduler saw it: at its first epoch that
-        reached it, if that epoch came before the next budget (rung_at decides the same). At
-        the end, a ``finished`` trial's last value, wherever it ended."""
+        reached it, if that epoch came before the next budget (rung_at decides the same).
+        At the last budget (no next one: the end of training), a ``finished`` trial that ended
+        its epochs before counting ``at`` (tiny in the flagship search: 320 epochs in 217 of
+        max_t's 360 s) counts with its last value."""
         row = next((row for row in rows if row[self.key] >= self.at), None)
-        if row is None and self.end and finished and rows:
+        if row is None and finished and rows and math.isinf(self.until):
             row = rows[-1]
         return row[metric] if row is not None and row[self.key] < self.until else None
 
@@ -153,10 +151,9 @@ def equal_training_budgets(search: SearchData) -> list[Budget]:
     positions = sorted(set(positions))
     budgets = []
     for at, until in zip(positions, [*positions[1:], math.inf]):
-        end = until == math.inf
-        reached = sum(Budget(key, at, 0, until, end).value(t.rows, search.metric, t.status == FINISHED) is not None
+        reached = sum(Budget(key, at, 0, until).value(t.rows, search.metric, t.status == FINISHED) is not None
                       for t in search.trials)
-        budgets.append(Budget(key, at, reached, until, end))
+        budgets.append(Budget(key, at, reached, until))
     return budgets
 
 
