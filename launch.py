@@ -86,8 +86,8 @@ def report(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     print(f"Report: {folder / HTML_FILE}")
     # A running search logs its own report when it ends; a second MLflow writer now would race it.
-    if not is_running(out) and log_report_folder(out, folder):
-        print("Logged to the search's MLflow parent run (artifacts under report/).")
+    if not is_running(out) and (logged := log_report_folder(out, folder)) is not None:
+        print(logged)
     return 0
 
 

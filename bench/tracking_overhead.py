@@ -25,8 +25,7 @@ METRICS = ["train_loss", "train_mse", "train_sam", "train_variance", "train_rang
 
 def per_report_ms(reports: int) -> tuple[float, float]:
     """(ms on the caller's thread, ms of the write itself) per report."""
-    from trainables.tracking.journal import RunWriter
-    from trainables.tracking.runs import local_tracking_uri
+    from trainables.tracking.journal import RunWriter, local_tracking_uri
 
     with scratch("tracking") as folder:
         writer = RunWriter(local_tracking_uri(folder), folder, "bench_tracking")

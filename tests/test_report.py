@@ -216,6 +216,23 @@ def test_launch_report_redraws_and_refuses_a_folder_that_is_no_search(searched, 
 
 
 @pytest.mark.slow
+def test_a_copied_folder_reports_into_itself_and_never_into_the_folder_it_was_copied_from(
+        searched, tmp_path: Path) -> None:
+    _, out = searched
+    copy = tmp_path / "copied"  # as a folder copied from a cluster's storage to a laptop
+    shutil.copytree(out, copy)
+    before = {path: path.stat().st_mtime_ns for path in out.rglob("*")}
+    drawn = run_to_end(launch_py("report", str(copy)))
+    assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
+    assert (copy / REPORT_DIR / HTML_FILE).is_file()
+    said = [line for line in drawn.stdout.splitlines() if "MLflow" in line]
+    assert len(said) == 1 and said[0].startswith("Not logged to MLflow") and str(out) in said[0]
+    synced = run_to_end(launch_py("sync", str(copy)))  # the copy's own store, not the original's
+    assert synced.returncode == 0 and str(copy / "mlflow.db") in synced.stdout, synced.stdout + synced.stderr
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == before
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install -y chromium)")
 def test_report_renders_in_a_headless_browser(searched, tmp_path: Path) -> None:
     _, out = searched

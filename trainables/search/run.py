@@ -104,12 +104,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, echo: Callable[[str], N
     from trainables.search.searcher import RecordSearchGenerator, StudySearcher, total_trials
     from trainables.search.warm_start import read_warm_starts, rung_entries
     from trainables.spec.resources import placement_for, plan_concurrency
-    from trainables.tracking.runs import (
-        SEARCH_KEY,
-        SearchTracker,
-        local_tracking_uri,
-        ui_command,
-    )
+    from trainables.tracking.journal import local_tracking_uri
+    from trainables.tracking.runs import SEARCH_KEY, SearchTracker, ui_command
     from trainables.trial.trainable import make_trainable
 
     record = SearchRecord(out_dir, spec.objective)

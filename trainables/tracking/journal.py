@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -39,7 +40,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from trainables.background import BackgroundWriter
 from trainables.disk_space import DiskFault, append_whole, as_disk_full
-from trainables.outputs import MLFLOW_ARTIFACTS_DIR, MLFLOW_JOURNAL_FILE, MLFLOW_RUNS_FILE
+from trainables.outputs import MLFLOW_ARTIFACTS_DIR, MLFLOW_DB, MLFLOW_JOURNAL_FILE, MLFLOW_RUNS_FILE
 
 JOURNAL_FILE = MLFLOW_JOURNAL_FILE  # writes not yet accepted by the server, in order
 RETRY_SECONDS = 30.0
@@ -47,6 +48,11 @@ MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
 # How long logs gather before they are sent: a second's delay in MLflow's UI, for a quarter
 # of the cost (trainables/background.py).
 LINGER_SECONDS = 1.0
+
+
+def local_tracking_uri(out_dir: Path) -> str:
+    """The output folder's own MLflow store (a search given no ``--mlflow-uri``)."""
+    return f"sqlite:///{(out_dir / MLFLOW_DB).resolve()}"
 
 
 class RunWriter:
@@ -85,6 +91,7 @@ class RunWriter:
         self._offline = self._journal_length() > 0
         self.lost = 0  # writes neither applied nor journaled (the disk was full)
         self._told: set[str] = set()  # the one-line reports already made
+        self._artifact_root: str | None = None  # where the store puts this experiment's artifacts
         self._thread = BackgroundWriter("mlflow-writer", self._write, self._failed, combine=merge_logs,
                                         linger_s=LINGER_SECONDS)
         atexit.register(self.flush)  # a driver that ends without finish() still sends its writes (bounded)
@@ -231,8 +238,28 @@ class RunWriter:
             self._told.add(kind)
             print(line, file=sys.stderr, flush=True)
 
+    def artifacts_elsewhere(self) -> str | None:
+        """Where the folder's own store keeps its artifacts when that is outside the folder: the
+        folder was moved or copied, and MLflow's SQLite store holds the absolute paths of where
+        it was made. Artifacts are then not logged, for they would land in that other folder
+        (the report and best/ stay in this one); metrics, tags and statuses still are, into
+        this folder's store. None for a tracking server, or a folder where it was made."""
+        if not self.tracking_uri.startswith("sqlite:"):
+            return None
+        if self._artifact_root is None:
+            if self.experiment_id is None:
+                self.experiment_id = self._experiment_id()
+            self._artifact_root = self.client.get_experiment(self.experiment_id).artifact_location
+        location = urlparse(self._artifact_root)
+        root = Path(unquote(location.path)) if location.scheme == "file" else Path(self._artifact_root)
+        return None if root.resolve() == (self.out_dir / MLFLOW_ARTIFACTS_DIR).resolve() else str(root)
+
     def _apply(self, op: dict[str, Any]) -> None:
         kind, key = op["op"], op["key"]
+        if kind in ("artifacts", "register") and (elsewhere := self.artifacts_elsewhere()) is not None:
+            self._say_once("moved", f"MLflow: this folder's store keeps its artifacts in {elsewhere}, where the "
+                                    f"folder was made; artifacts are not logged from {self.out_dir}, which holds them.")
+            return
         # Saved for the next launch only when what it reads changed: a run created, a step or
         # an end accepted, a model registered (not at every tag or artifact).
         changed = self.experiment_id is None or kind in ("create_run", "status", "register")
@@ -333,7 +360,11 @@ def folder_writer(out_dir: Path) -> RunWriter | None:
     if not state_path.exists():
         return None
     state = json.loads(state_path.read_text())
-    return writer_for(state["tracking_uri"], out_dir, state["experiment"])
+    recorded = state["tracking_uri"]
+    # The folder's own store, wherever the folder is now: one moved or copied (from a cluster's
+    # storage to a laptop, say) names the store of the folder it was copied from.
+    own = recorded.startswith("sqlite:") and recorded.endswith(f"/{MLFLOW_DB}") and (out_dir / MLFLOW_DB).exists()
+    return writer_for(local_tracking_uri(out_dir) if own else recorded, out_dir, state["experiment"])
 
 
 def merge_logs(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -24,7 +24,6 @@ from trainables.disk_space import DiskFault
 from trainables.outputs import (
     FIGURES_DIR,
     MLFLOW_ARTIFACTS_DIR,
-    MLFLOW_DB,
     MLFLOW_RUNS_FILE,
     checkpoint_name,
 )
@@ -48,10 +47,6 @@ PARETO_TAG = "hpsearch.pareto"  # "true" on the runs of a multi-objective search
 REPORT_ARTIFACTS = "report"  # the parent run's folder for the search report
 
 
-def local_tracking_uri(out_dir: Path) -> str:
-    return f"sqlite:///{(out_dir / MLFLOW_DB).resolve()}"
-
-
 def ui_command(tracking_uri: str, out_dir: Path) -> str:
     if tracking_uri.startswith("sqlite:"):
         return (f"mlflow ui --backend-store-uri {tracking_uri} "
@@ -69,15 +64,20 @@ def sync_folder(out_dir: Path) -> dict[str, Any]:
     return _info(writer)
 
 
-def log_report_folder(out_dir: Path, report_dir: Path) -> bool:
+def log_report_folder(out_dir: Path, report_dir: Path) -> str | None:
     """``launch.py report``: log a regenerated report to the search's parent run (journalled
-    when the server is down); False when the folder has no parent run to log to."""
+    when the server is down); what was done, in a line, or None when the folder has no parent
+    run to log to."""
     writer = folder_writer(out_dir)
     if writer is None or not writer.has_run(SEARCH_KEY):
-        return False
+        return None
+    elsewhere = writer.artifacts_elsewhere()
+    if elsewhere is not None:
+        return (f"Not logged to MLflow: this folder's store keeps its artifacts in {elsewhere}, where the folder "
+                f"was made (a folder moved or copied keeps MLflow's paths); the report is in {report_dir}.")
     writer.log_artifacts(SEARCH_KEY, report_dir, artifact_path=REPORT_ARTIFACTS)
     writer.flush()
-    return True
+    return f"Logged to the search's MLflow parent run (artifacts under {REPORT_ARTIFACTS}/)."
 
 
 def _info(writer: RunWriter) -> dict[str, Any]:
