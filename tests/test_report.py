@@ -209,6 +209,7 @@ def test_launch_report_redraws_and_refuses_a_folder_that_is_no_search(searched, 
     assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
     assert (out / REPORT_DIR / CSV_FILE).is_file()
     assert "Logged to the search's MLflow parent run" in drawn.stdout
+    assert drawn.stderr.strip() == "", drawn.stderr  # no library's chatter (Optuna logs every study it makes)
     refused = run_to_end(launch_py("report", str(tmp_path)))
     err = refused.stderr.strip().splitlines()
     assert refused.returncode == 2

@@ -8,9 +8,6 @@ the Figure, so tests can count what it drew (a trial's curve carries the gid
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -25,7 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from trainables.objective import is_number
 from trainables.results.record import FAILED, FINISHED, PAUSED, RUNNING, STOPPED
-from trainables.results.search_data import SearchData
+from trainables.results.search_data import SearchData, quiet_optuna
 from trainables.spec.distributions import Choice, Grid
 
 if TYPE_CHECKING:
@@ -244,17 +241,3 @@ def close(figure: Figure) -> None:
     plt.close(figure)
 
 
-@contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna marks its matplotlib plots experimental and warns on every call, and logs each
-    in-memory study the report builds: neither is news to the person reading the terminal."""
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # A hyperparameter every compared trial shares gets a flat axis; matplotlib widens it.
-            warnings.filterwarnings("ignore", message="Attempting to set identical", category=UserWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(verbosity)

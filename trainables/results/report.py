@@ -21,7 +21,7 @@ from trainables.outputs import BEST_DIR, FIGURES_DIR, REPORT_DIR
 from trainables.results import plots
 from trainables.results.record import FINISHED
 from trainables.results.report_html import CHOICE_PREFIX, render_html
-from trainables.results.search_data import SearchData, gather
+from trainables.results.search_data import SearchData, gather, quiet_optuna
 from trainables.spec.distributions import Choice, Grid, optuna_scalar
 
 CSV_FILE = "trials.csv"
@@ -187,7 +187,7 @@ def budget_study(search: SearchData, budget: Budget) -> optuna.Study:
     """A study of every trial that reached the budget, scored by its value there."""
     spec = search.spec
     distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
-    with plots.quiet_optuna():
+    with quiet_optuna():
         study = optuna.create_study(direction=spec.objective.optuna_direction)
     for trial in search.trials:
         value = budget.value(trial.rows, spec.metric)

@@ -6,6 +6,9 @@ Optuna study. Files only, so it reads a live search as well as an ended one.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +145,8 @@ def load_study(spec: SearchSpec, out_dir: Path, trials: list[TrialData]) -> optu
 
 def study_from_trials(spec: SearchSpec, trials: list[TrialData]) -> optuna.Study:
     distributions = {path: dist.to_optuna() for path, dist in spec.search.items()}
-    study = optuna.create_study(direction=spec.objective.optuna_direction)
+    with quiet_optuna():
+        study = optuna.create_study(direction=spec.objective.optuna_direction)
     from trainables.search.sampling import optuna_state
 
     for trial in trials:
@@ -154,3 +158,19 @@ def study_from_trials(spec: SearchSpec, trials: list[TrialData]) -> optuna.Study
             params=params, distributions={p: distributions[p] for p in params}, state=state,
             value=trial.best_value if state == optuna.trial.TrialState.COMPLETE else None))
     return study
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna marks its matplotlib plots experimental and warns on every call, and logs each
+    in-memory study the report builds: neither is news to the person reading the terminal."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A hyperparameter every compared trial shares gets a flat axis; matplotlib widens it.
+            warnings.filterwarnings("ignore", message="Attempting to set identical", category=UserWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
