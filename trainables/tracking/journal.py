@@ -243,8 +243,9 @@ class RunWriter:
         folder was moved or copied, and MLflow's SQLite store holds the absolute paths of where
         it was made. Artifacts are then not logged, for they would land in that other folder
         (the report and best/ stay in this one); metrics, tags and statuses still are, into
-        this folder's store. None for a tracking server, or a folder where it was made."""
-        if not self.tracking_uri.startswith("sqlite:"):
+        this folder's store. None for any other store (a tracking server, or a SQLite store
+        that several searches share, whose artifacts live where its first search put them)."""
+        if self.tracking_uri != local_tracking_uri(self.out_dir):
             return None
         if self._artifact_root is None:
             if self.experiment_id is None:
