@@ -409,6 +409,20 @@ def test_importances_need_eight_trials_at_one_budget_and_the_report_says_why_not
            "(rho +1.00)" in page
 
 
+def test_without_a_scored_trial_there_are_no_parallel_coordinates_and_the_report_says_why(
+        tmp_path: Path) -> None:
+    # Two trials paused at the first rung when a short search ended: nothing to draw a line for.
+    out = _write_search(tmp_path, _seconds_spec(), [("tiny", [(70, 0.9)], STOPPED, 60),
+                                                    ("small", [(65, 0.8)], STOPPED, 60)])
+    drawn = run_to_end(launch_py("report", str(out)))
+    assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
+    assert drawn.stderr.strip() == "", drawn.stderr  # Optuna warned of a study without completed trials
+    assert not (out / REPORT_DIR / "parallel_coordinates.png").exists()
+    page = (out / REPORT_DIR / HTML_FILE).read_text()
+    assert "No parallel coordinates: fewer than 3 trials reached one budget" in page
+    assert "alt='parallel_coordinates'" not in page
+
+
 def test_hyperparameters_sampled_together_are_named_and_independent_ones_are_not() -> None:
     rng = np.random.default_rng(0)
     lr_dist = optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)

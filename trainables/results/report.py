@@ -229,7 +229,13 @@ def write_report(out_dir: Path, echo: Callable[[str], None] = lambda line: None)
         captions[name] = (f"Each value of {param} compared at equal training: every trial's {search.metric} "
                           f"when it first reached {where}, in {unit}, and a line through each value's best "
                           f"there ({search.mode}).")
-    charts["parallel_coordinates"] = plots.parallel_coordinates(study, label)
+    if any(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials):
+        charts["parallel_coordinates"] = plots.parallel_coordinates(study, label)
+    else:  # Optuna would draw empty axes (and warn in the terminal)
+        charts["parallel_coordinates"] = None
+        captions["parallel_coordinates"] = (
+            f"No parallel coordinates: fewer than {MIN_BUDGET_TRIALS} trials reached one budget, and no trial "
+            f"has a final score (each was paused or stopped early, or is still running).")
     importance_at, why_none = importance_budget(search)
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same numbers in the chart and the file
     if importance_at is not None:
