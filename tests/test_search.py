@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -23,19 +25,21 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+def finished_search(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str, str]:
+    """The search's summary, its folder, the lines it echoed, and Tune's live table as printed."""
     folder = tmp_path_factory.mktemp("search")
     raw = tiny_mae_spec("itest")
     raw["budget"]["keep_checkpoints"] = 2  # the best two trials keep their best epoch
     spec, path = load_spec(str(write_spec(folder, raw)))
     out = folder / "out"
     printed: list[str] = []
-    summary = launch_search(spec, SearchOptions(out_dir=out, verbose=0), echo=printed.append)
-    return summary, out, "\n".join(printed)
+    with contextlib.redirect_stdout(io.StringIO()) as live:
+        summary = launch_search(spec, SearchOptions(out_dir=out, verbose=1), echo=printed.append)
+    return summary, out, "\n".join(printed), live.getvalue()
 
 
 def test_summary_lists_every_trial_with_its_best_epoch(finished_search) -> None:
-    summary, out, _ = finished_search
+    summary, out, _, _ = finished_search
     assert json.loads((out / "summary.json").read_text()) == summary
     trials = summary["trials"]
     assert len(trials) == 4
@@ -57,7 +61,7 @@ def test_summary_lists_every_trial_with_its_best_epoch(finished_search) -> None:
 
 
 def test_output_folder_holds_spec_tune_mlflow_and_best(finished_search) -> None:
-    _, out, printed = finished_search
+    _, out, printed, _ = finished_search
     assert (out / "spec.yaml").is_file() and (out / "record.jsonl").is_file() and (out / "mlflow.db").is_file()
     assert (out / "best" / "checkpoint.pt").is_file() and (out / "best" / "config.yaml").is_file()
     split = json.loads((out / "split.json").read_text())
@@ -65,8 +69,17 @@ def test_output_folder_holds_spec_tune_mlflow_and_best(finished_search) -> None:
     assert "stopped early" in printed and "Best checkpoint:" in printed and str(out / "best") in printed
 
 
+def test_the_live_table_counts_trials_without_tunes_sample_total(finished_search) -> None:
+    summary, _, _, live = finished_search
+    counts = [line for line in live.splitlines() if line.startswith("Number of trials:")]
+    # Tune's total would be its sample allowance (every trial issued again at each rung), not
+    # the search's 4 configurations.
+    assert counts and counts[-1].startswith(f"Number of trials: {len(summary['trials'])} ("), counts
+    assert not any("/" in line.split("(")[0] for line in counts), counts
+
+
 def test_the_best_line_says_how_far_from_the_trivial_baseline(finished_search) -> None:
-    summary, out, printed = finished_search
+    summary, out, printed, _ = finished_search
     best = summary["best"]
     at_best = next(row for row in recorded_epochs(out)[best["trial_id"]] if row["epoch"] == best["epoch"])
     baseline = at_best["val_baseline_mse"]
@@ -75,7 +88,7 @@ def test_the_best_line_says_how_far_from_the_trivial_baseline(finished_search) -
 
 
 def test_only_the_best_trials_keep_their_best_checkpoint(finished_search) -> None:
-    summary, out, _ = finished_search
+    summary, out, _, _ = finished_search
     # While a trial ran it kept its best and its latest; once the search ended, the best
     # epoch of the budget.keep_checkpoints (2) best trials is kept, and nothing else.
     ranked = sorted(summary["trials"], key=lambda t: t["best_value"])
@@ -95,7 +108,7 @@ def test_only_the_best_trials_keep_their_best_checkpoint(finished_search) -> Non
 
 
 def test_mlflow_has_a_parent_run_and_one_child_per_trial(finished_search) -> None:
-    summary, _, _ = finished_search
+    summary, _, _, _ = finished_search
     info = summary["mlflow"]
     client = MlflowClient(info["tracking_uri"])
     parent = client.get_run(info["parent_run_id"])
@@ -118,7 +131,7 @@ def test_mlflow_has_a_parent_run_and_one_child_per_trial(finished_search) -> Non
 
 
 def test_best_checkpoint_is_registered_as_a_model_version(finished_search, tmp_path: Path) -> None:
-    summary, out, _ = finished_search
+    summary, out, _, _ = finished_search
     info = summary["mlflow"]
     client = MlflowClient(info["tracking_uri"])
     (version,) = client.search_model_versions("name='itest'")  # registry name: the experiment's
@@ -137,7 +150,7 @@ def test_best_checkpoint_is_registered_as_a_model_version(finished_search, tmp_p
 
 
 def test_optuna_is_told_early_stopped_trials_were_pruned(finished_search) -> None:
-    summary, out, _ = finished_search
+    summary, out, _, _ = finished_search
     study = optuna.load_study(study_name="itest", storage=f"sqlite:///{out / 'optuna.db'}")
     states = sorted(t.state.name for t in study.trials)
     expected = sorted("PRUNED" if t["status"] == "stopped early" else "COMPLETE" for t in summary["trials"])
@@ -148,7 +161,7 @@ def test_optuna_is_told_early_stopped_trials_were_pruned(finished_search) -> Non
 
 
 def test_exported_checkpoint_loads_and_reproduces_its_metric(finished_search) -> None:
-    summary, out, _ = finished_search
+    summary, out, _, _ = finished_search
     model = load_model(out / "best")
     spec = SearchSpec.model_validate(load_config(out / "best"))
     loader = torch.utils.data.DataLoader(build_splits(spec.data).val, batch_size=spec.training.batch_size)

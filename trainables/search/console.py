@@ -40,7 +40,13 @@ def progress_reporter(spec: SearchSpec) -> Any:
     """The live table: short parameter names, the epoch, the metric and each trial's best."""
     from ray.tune import CLIReporter
 
-    return CLIReporter(
+    class Reporter(CLIReporter):
+        def set_total_samples(self, total_samples: int | None) -> None:
+            # Tune's "Number of trials: n/N" counts samples, and N allows every trial to be
+            # issued again at each rung (trainables/search/run.py): no count of configurations.
+            super().set_total_samples(None)
+
+    return Reporter(
         parameter_columns={path: _short_name(path) for path in list(spec.search)},
         metric_columns={"epoch": "epoch", spec.metric: spec.metric, "best_value": "best", "epoch_time_s": "s/epoch"},
         # Not sorted: Ray 2.60 sorts with None for a trial that has not reported yet, and raises.
