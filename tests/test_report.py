@@ -38,6 +38,7 @@ from trainables.results.report import (
     common_budget,
     equal_training_budgets,
     importance_budget,
+    trial_table,
     write_report,
 )
 from trainables.results.search_data import gather
@@ -421,6 +422,22 @@ def test_without_a_scored_trial_there_are_no_parallel_coordinates_and_the_report
     page = (out / REPORT_DIR / HTML_FILE).read_text()
     assert "No parallel coordinates: fewer than 3 trials reached one budget" in page
     assert "alt='parallel_coordinates'" not in page
+
+
+def test_on_a_tie_the_table_puts_first_the_trial_the_search_calls_best(tmp_path: Path) -> None:
+    raw = _seconds_spec()
+    out = tmp_path / "out"
+    out.mkdir()
+    write_spec(out, raw)
+    record = SearchRecord(out, Objective(raw["metric"], raw["mode"])).open_for_writing()
+    for trial_id in ("trial_b", "trial_a"):  # issued in this order: the first to reach a value is the best
+        record.add_trial(trial_id, _config(raw, "tiny", 0))
+        record.add_epoch(trial_id, 1, {raw["metric"]: 0.5, TRIAL_SECONDS: 70}, None)
+        record.end_trial(trial_id, FINISHED, "budget")
+    record.close("finished")
+    search = gather(out)
+    assert search.best_trial_id == "trial_b"
+    assert [row[0] for row in trial_table(search)[1]] == ["trial_b", "trial_a"]
 
 
 def test_hyperparameters_sampled_together_are_named_and_independent_ones_are_not() -> None:

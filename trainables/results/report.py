@@ -320,7 +320,9 @@ def confounded_pairs(study: optuna.Study) -> list[tuple[str, str, float]]:
 def trial_table(search: SearchData) -> tuple[list[str], list[list[Any]]]:
     """One row per trial, best first (trials without a value last)."""
     objective = search.objective
-    ranked = objective.ranked(search.trials, key=lambda t: t.best_value)
+    # The search's best trial first among equal values (the record's tie rule: the first to reach it).
+    ordered = sorted(search.trials, key=lambda t: t.trial_id != search.best_trial_id)
+    ranked = objective.ranked(ordered, key=lambda t: t.best_value)
     header = ["trial_id", "status", "reason", "epochs", f"best_{search.metric}", "best_epoch", *search.params]
     rows = [[t.trial_id, t.status, t.reason, len(t.rows), t.best_value, t.best_epoch,
              *(t.config.get(p) for p in search.params)] for t in ranked]
