@@ -31,11 +31,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from trainables.background import BackgroundWriter
@@ -251,8 +251,7 @@ class RunWriter:
             if self.experiment_id is None:
                 self.experiment_id = self._experiment_id()
             self._artifact_root = self.client.get_experiment(self.experiment_id).artifact_location
-        location = urlparse(self._artifact_root)
-        root = Path(unquote(location.path)) if location.scheme == "file" else Path(self._artifact_root)
+        root = Path(local_file_uri_to_path(self._artifact_root))
         return None if root.resolve() == (self.out_dir / MLFLOW_ARTIFACTS_DIR).resolve() else str(root)
 
     def _apply(self, op: dict[str, Any]) -> None:
