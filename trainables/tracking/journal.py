@@ -245,26 +245,24 @@ class RunWriter:
         (the report and best/ stay in this one); metrics, tags and statuses still are, into
         this folder's store. None for any other store (a tracking server, or a SQLite store
         that several searches share, whose artifacts live where its first search put them)."""
-        if self.tracking_uri != local_tracking_uri(self.out_dir):
-            return None
+        if self.tracking_uri != local_tracking_uri(self.out_dir) or self.experiment_id is None:
+            return None  # (no experiment yet: nothing was logged where the folder was made)
         if self._artifact_root is None:
-            if self.experiment_id is None:
-                self.experiment_id = self._experiment_id()
             self._artifact_root = self.client.get_experiment(self.experiment_id).artifact_location
         root = Path(local_file_uri_to_path(self._artifact_root))
         return None if root.resolve() == (self.out_dir / MLFLOW_ARTIFACTS_DIR).resolve() else str(root)
 
     def _apply(self, op: dict[str, Any]) -> None:
         kind, key = op["op"], op["key"]
-        if kind in ("artifacts", "register") and (elsewhere := self.artifacts_elsewhere()) is not None:
-            self._say_once("moved", f"MLflow: this folder's store keeps its artifacts in {elsewhere}, where the "
-                                    f"folder was made; artifacts are not logged from {self.out_dir}, which holds them.")
-            return
         # Saved for the next launch only when what it reads changed: a run created, a step or
         # an end accepted, a model registered (not at every tag or artifact).
         changed = self.experiment_id is None or kind in ("create_run", "status", "register")
         if self.experiment_id is None:
             self.experiment_id = self._experiment_id()
+        if kind in ("artifacts", "register") and (elsewhere := self.artifacts_elsewhere()) is not None:
+            self._say_once("moved", f"MLflow: this folder's store keeps its artifacts in {elsewhere}, where the "
+                                    f"folder was made; artifacts are not logged from {self.out_dir}, which holds them.")
+            return
         if kind == "create_run":
             if key in self._runs:  # already created by an earlier, partly applied sync
                 return
